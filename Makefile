@@ -1,0 +1,96 @@
+# One venv for the whole course. Every target that needs it depends on `install`,
+# so `make run-final` or `make test` works as the first command on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+WORKERS ?= 1
+# Keep __pycache__ out of the week folders, so `make diff-weekN` shows only the lesson.
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
+
+.DEFAULT_GOAL := help
+.PHONY: help install lock run-week5 run-week6 run-week7 run-week8 run-final demo-week6 \
+        test test-week5 test-week6 test-week7 test-week8 test-shared test-final \
+        check format diff-week6 diff-week7 diff-week8 bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(VENV)/.installed ## create .venv and install the pinned dependencies (idempotent)
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed (found: $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+lock: ## re-pin constraints.txt after changing pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
+
+run-week5: install ## week 5: REST + CRUD on http://$(HOST):8005
+	$(BIN)/uvicorn week5_crud.app.main:app --host $(HOST) --port $(or $(PORT),8005)
+
+run-week6: install ## week 6: async store, background tasks (port 8006)
+	$(BIN)/uvicorn week6_async.app.main:app --host $(HOST) --port $(or $(PORT),8006)
+
+run-week7: install ## week 7: passwords, JWT, middleware (port 8007)
+	$(BIN)/uvicorn week7_auth.app.main:app --host $(HOST) --port $(or $(PORT),8007)
+
+run-week8: install ## week 8: Redis cache and rate limits (port 8008, WORKERS=n)
+	$(BIN)/uvicorn week8_redis.app.main:app --host $(HOST) --port $(or $(PORT),8008) --workers $(WORKERS)
+
+run-final: install ## the final project (port 8000, WORKERS=n)
+	$(BIN)/uvicorn final_project.app.main:app --host $(HOST) --port $(or $(PORT),8000) --workers $(WORKERS)
+
+demo-week6: install ## week 6: time concurrent async, sync and blocking sleeps
+	$(BIN)/python -m week6_async.demo
+
+test: install ## run every test
+	$(BIN)/pytest
+
+test-week5: install ## week 5 tests and the contract suite over week 5
+	$(BIN)/pytest tests/week5_crud tests/contract --app week5
+
+test-week6: install ## week 6 tests and the contract suite over week 6
+	$(BIN)/pytest tests/week6_async tests/contract --app week6
+
+test-week7: install ## week 7 tests and the contract suite over week 7
+	$(BIN)/pytest tests/week7_auth tests/contract --app week7
+
+test-week8: install ## week 8 tests and the contract suite over week 8
+	$(BIN)/pytest tests/week8_redis tests/contract --app week8
+
+test-shared: install ## the shared/ library's tests
+	$(BIN)/pytest tests/shared
+
+test-final: install ## final project tests and the contract suite over it
+	$(BIN)/pytest tests/final_project tests/contract --app final
+
+check: install ## lint, format check and type check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+diff-week6: ## what week 6 changed in week 5
+	@git diff --no-index week5_crud week6_async || true
+
+diff-week7: ## what week 7 changed in week 6
+	@git diff --no-index week6_async week7_auth || true
+
+diff-week8: ## what week 8 changed in week 7
+	@git diff --no-index week7_auth week8_redis || true
+
+bench: install ## load-test with wrk; writes bench/results.md
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
+clean: ## remove the venv, caches and local data
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache data

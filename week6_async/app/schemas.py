@@ -1,0 +1,69 @@
+"""What the API accepts and returns (day 2), kept apart from how users are stored.
+
+Pydantic validates every body before our code runs, so a handler only ever
+sees clean data, and a bad request gets a 422 that says which field is wrong.
+"""
+
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+# Trimmed before the length check: "   " is blank and rejected, " Maroof " is stored as "Maroof".
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+# Stored lower-cased, so A@Example.com and a@example.com are one account.
+Email = Annotated[EmailStr, AfterValidator(str.lower)]
+
+
+class ClosedModel(BaseModel):
+    # A typo such as "emial", or a field the server owns such as "id", is a 422,
+    # not silently dropped: the client learns at once that it was ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserUpdate(ClosedModel):
+    """The whole user-editable representation: what PUT replaces."""
+
+    name: Name = Field(examples=["Maroof"])
+    email: Email = Field(examples=["maroof@example.com"])
+
+
+class UserCreate(UserUpdate):
+    """What sign-up takes. The server chooses the id."""
+
+
+class UserPatch(ClosedModel):
+    """Any subset of the editable fields: what PATCH changes."""
+
+    name: Name | None = None
+    email: Email | None = None
+
+    @field_validator("name", "email", mode="before")
+    @classmethod
+    def not_null(cls, value: object) -> object:
+        # Leaving a field out means "keep it"; null would mean "erase it", which a user can't.
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+
+class User(BaseModel):
+    """A user as the API shows it."""
+
+    id: int = Field(examples=[1])
+    name: str = Field(examples=["Maroof"])
+    email: str = Field(examples=["maroof@example.com"])
+
+
+class Message(BaseModel):
+    """The body of every error; `HTTPException(status, detail)` produces it."""
+
+    detail: str
