@@ -31,7 +31,7 @@ lock: ## re-pin constraints.txt after changing pyproject.toml
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.new
 	mv constraints.new constraints.txt
 
-run-week5: install ## week 5: REST + CRUD on http://$(HOST):8005
+run-week5: install ## week 5: REST + CRUD (port 8005)
 	$(BIN)/uvicorn week5_crud.app.main:app --host $(HOST) --port $(or $(PORT),8005)
 
 run-week6: install ## week 6: async store, background tasks (port 8006)

@@ -32,9 +32,17 @@ class Backing:
 class AppUnderTest:
     name: str
     package: str
+    # The roadmap week whose contract it keeps; the final project is "week 9".
+    week: int
     settings: Callable[[Backing], dict[str, Any]]
-    auth: bool = False
-    redis: bool = False
+
+    @property
+    def auth(self) -> bool:
+        return self.week >= 7
+
+    @property
+    def redis(self) -> bool:
+        return self.week >= 8
 
     def exists(self) -> bool:
         try:
@@ -59,29 +67,30 @@ def _redis(backing: Backing) -> dict[str, Any]:
     }
 
 
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin password for the contract tests"
+
 APPS = [
-    AppUnderTest("week5", "week5_crud", lambda b: {}),
-    AppUnderTest("week6", "week6_async", lambda b: {"db_latency_ms": 0}),
-    AppUnderTest(
-        "week7", "week7_auth", lambda b: {"db_latency_ms": 0, "jwt_secret": SECRET}, auth=True
-    ),
+    AppUnderTest("week5", "week5_crud", 5, lambda b: {}),
+    AppUnderTest("week6", "week6_async", 6, lambda b: {"db_latency_ms": 0}),
+    AppUnderTest("week7", "week7_auth", 7, lambda b: {"db_latency_ms": 0, "jwt_secret": SECRET}),
     AppUnderTest(
         "week8",
         "week8_redis",
+        8,
         lambda b: {"db_latency_ms": 0, "jwt_secret": SECRET, **_redis(b)},
-        auth=True,
-        redis=True,
     ),
     AppUnderTest(
         "final",
         "final_project",
+        9,
         lambda b: {
             "database_url": "memory://",
             "db_latency_ms": 0,
             "jwt_secret": SECRET,
+            "admin_email": ADMIN_EMAIL,
+            "admin_password": ADMIN_PASSWORD,
             **_redis(b),
         },
-        auth=True,
-        redis=True,
     ),
 ]
