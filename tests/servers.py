@@ -128,6 +128,7 @@ ADMIN_DSN = os.environ.get(
 
 def _psql(dsn: str, sql: str) -> None:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     import asyncpg
 
@@ -138,7 +139,9 @@ def _psql(dsn: str, sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    # A thread of its own, so this works even when the caller is inside a running event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 @contextlib.contextmanager
@@ -219,7 +222,11 @@ class Uvicorn:
         self.process = None
 
     def __enter__(self) -> Uvicorn:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
