@@ -5,6 +5,7 @@ so the same assertions hold for every app.
 """
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -61,6 +62,24 @@ async def test_blank_or_long_name_is_rejected(
     r = await client.post("/users", json=api.sign_up_body(name))
     assert r.status_code == 422, r.text
     assert "detail" in r.json()
+
+
+@pytest.mark.parametrize("name", ["nul\x00byte", "line\nbreak", "escape\x1b[31m", "del\x7f"])
+async def test_control_characters_in_a_name_are_rejected(
+    client: httpx.AsyncClient, api: Api, name: str
+) -> None:
+    r = await client.post("/users", json=api.sign_up_body(name))
+    assert r.status_code == 422, r.text
+
+
+async def test_text_that_cannot_be_encoded_is_a_422_not_a_500(
+    client: httpx.AsyncClient, api: Api
+) -> None:
+    body = json.dumps({**api.sign_up_body(), "name": "SURROGATE"})
+    # A lone UTF-16 surrogate: a valid JSON escape, but no character UTF-8 can encode.
+    raw = body.replace("SURROGATE", "\\ud800").encode()
+    r = await client.post("/users", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
 
 
 @pytest.mark.parametrize("email", ["not-an-email", "a@", "@example.com", "", "a b@example.com"])

@@ -20,7 +20,7 @@ PROTECTED = [
 ]
 
 
-@pytest.mark.parametrize("password", ["short", "x" * 129])
+@pytest.mark.parametrize("password", ["Sh0rt!", "x" * 129])
 async def test_sign_up_password_must_be_8_to_128_characters(
     client: httpx.AsyncClient, api: Api, password: str
 ) -> None:
@@ -162,9 +162,9 @@ async def test_a_sane_incoming_request_id_is_kept(client: httpx.AsyncClient) -> 
     assert r.headers["x-request-id"] == "abc-123_X.y"
 
 
-@pytest.mark.parametrize("bad", ["a" * 65, "has space", "semi;colon", "new\\nline", "ünï"])
+@pytest.mark.parametrize("bad", ["a" * 65, "has space", "semi;colon", "tab\tinside", "ünï", ""])
 async def test_an_odd_incoming_request_id_is_replaced(client: httpx.AsyncClient, bad: str) -> None:
-    r = await client.get("/health", headers={"X-Request-ID": bad.encode().decode("latin-1")})
+    r = await client.get("/health", headers=[(b"X-Request-ID", bad.encode())])
     assert r.status_code == 200, r.text
     assert r.headers["x-request-id"] != bad
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", r.headers["x-request-id"])

@@ -4,7 +4,10 @@
 its own store; `app` is the one uvicorn serves: `uvicorn week5_crud.app.main:app`.
 """
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from .db import UserStore
 from .routers import basics, users
@@ -15,11 +18,23 @@ def create_app() -> FastAPI:
         title="Week 5: REST + CRUD",
         description="A users CRUD API with an in-memory store.",
         version="5.0.0",
+        exception_handlers={RequestValidationError: validation_error_without_input},
     )
     app.state.store = UserStore()
     app.include_router(basics.router)
     app.include_router(users.router)
     return app
+
+
+async def validation_error_without_input(
+    request: Request, exc: RequestValidationError
+) -> JSONResponse:
+    """FastAPI's 422, minus the rejected values."""
+    # Pydantic puts what it rejected in "input": for a missing field, the whole body. Echoing
+    # it back could leak a secret (from week 7 on, a password), or fail outright on text that
+    # can't be encoded. Where and why is enough.
+    errors = [{key: error[key] for key in ("type", "loc", "msg")} for error in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 app = create_app()

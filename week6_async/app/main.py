@@ -4,7 +4,10 @@
 its own store; `app` is the one uvicorn serves: `uvicorn week6_async.app.main:app`.
 """
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from .audit import AuditLog
 from .config import Settings
@@ -18,6 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Week 6: async",
         description="The users API with an async store, background tasks and a sync/async demo.",
         version="6.0.0",
+        exception_handlers={RequestValidationError: validation_error_without_input},
     )
     app.state.store = UserStore(latency_ms=settings.db_latency_ms)
     app.state.audit = AuditLog()
@@ -26,6 +30,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(demo.router)
     return app
+
+
+async def validation_error_without_input(
+    request: Request, exc: RequestValidationError
+) -> JSONResponse:
+    """FastAPI's 422, minus the rejected values."""
+    # Pydantic puts what it rejected in "input": for a missing field, the whole body. Echoing
+    # it back could leak a secret (from week 7 on, a password), or fail outright on text that
+    # can't be encoded. Where and why is enough.
+    errors = [{key: error[key] for key in ("type", "loc", "msg")} for error in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 app = create_app()

@@ -4,6 +4,7 @@ Pydantic validates every body before our code runs, so a handler only ever
 sees clean data, and a bad request gets a 422 that says which field is wrong.
 """
 
+import unicodedata
 from typing import Annotated
 
 from pydantic import (
@@ -16,8 +17,21 @@ from pydantic import (
     field_validator,
 )
 
+
+def printable(name: str) -> str:
+    # A control character (a newline, a NUL) can forge a log line or break another system,
+    # and a lone surrogate can't even be encoded as UTF-8: neither belongs in a name.
+    if any(unicodedata.category(char) in {"Cc", "Cs"} for char in name):
+        raise ValueError("must not contain control characters")
+    return name
+
+
 # Trimmed before the length check: "   " is blank and rejected, " Maroof " is stored as "Maroof".
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(printable),
+]
 
 # Stored lower-cased, so A@Example.com and a@example.com are one account.
 Email = Annotated[EmailStr, AfterValidator(str.lower)]
