@@ -1,0 +1,7 @@
+"""Reusable building blocks for the final project: auth, cache, rate limits,
+observability and the Redis client.
+
+Each module is configured through arguments and its own settings class and keeps
+no module-level state, so two apps (or two tests) in one process never share
+anything by accident.
+"""

@@ -1,0 +1,367 @@
+"""shared.auth tokens: typed JWTs, rotation with reuse detection, durable revocation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import pytest
+from redis.asyncio import Redis
+
+from shared.auth import (
+    AccessClaims,
+    AuthSettings,
+    InvalidToken,
+    MemoryTokenStore,
+    TokenService,
+    TokenStore,
+)
+from shared.redis import RedisSettings, create_redis
+from tests.servers import RedisServer
+from tests.shared.conftest import SECRET, assert_every_key_expires
+
+
+def test_the_memory_store_is_a_token_store() -> None:
+    store: TokenStore = MemoryTokenStore()  # checked by mypy
+    assert store is not None
+
+
+@pytest.fixture
+async def tokens(
+    auth_settings: AuthSettings, redis: Redis, redis_prefix: str
+) -> AsyncIterator[TokenService]:
+    service = TokenService(auth_settings, MemoryTokenStore(), redis, redis_prefix)
+    yield service
+    await service.aclose()
+
+
+def forge(**changes: Any) -> str:
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": "fastapi-course",
+        "sub": "1",
+        "role": "user",
+        "sid": "s1",
+        "jti": "j1",
+        "typ": "access",
+        "iat": now,
+        "exp": now + 60,
+    }
+    algorithm = changes.pop("algorithm", "HS256")
+    key = changes.pop("key", SECRET)
+    payload.update(changes)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HS512 with our 32-byte secret: that is the point
+        return jwt.encode(payload, key, algorithm=algorithm)
+
+
+async def test_an_issued_access_token_decodes_to_its_claims(tokens: TokenService) -> None:
+    pair = await tokens.issue("7", "admin")
+    claims = tokens.decode_access(pair.access_token)
+    assert (claims.sub, claims.role) == ("7", "admin")
+    assert claims.exp - claims.iat == 15 * 60
+    assert pair.expires_in == 900
+    assert pair.token_type == "bearer"
+    assert not await tokens.is_revoked(claims)
+
+
+async def test_access_and_refresh_tokens_are_never_mistaken(tokens: TokenService) -> None:
+    pair = await tokens.issue("7", "user")
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(pair.refresh_token)
+    with pytest.raises(InvalidToken):
+        tokens.decode_refresh(pair.access_token)
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(pair.access_token)
+
+
+def test_a_forged_control_token_is_accepted(tokens: TokenService) -> None:
+    assert tokens.decode_access(forge()).sub == "1"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"algorithm": "none", "key": None}, id="alg-none"),
+        pytest.param({"algorithm": "HS512"}, id="other-algorithm"),
+        pytest.param({"key": "k" * 32}, id="other-secret"),
+        pytest.param({"exp": int(time.time()) - 1}, id="expired"),
+        pytest.param({"jti": None}, id="no-jti"),
+        pytest.param({"sub": None}, id="no-sub"),
+        pytest.param({"iat": None}, id="no-iat"),
+        pytest.param({"exp": None}, id="no-exp"),
+        pytest.param({"typ": None}, id="no-typ"),
+        pytest.param({"typ": "refresh"}, id="refresh-typ"),
+        pytest.param({"iss": "someone-else"}, id="other-issuer"),
+        pytest.param({"sub": 1}, id="numeric-sub"),
+    ],
+)
+def test_a_bad_token_is_refused(tokens: TokenService, changes: dict[str, Any]) -> None:
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(forge(**changes))
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "a.b.c", forge()[:-2] + "xx"])
+def test_a_malformed_or_tampered_token_is_refused(tokens: TokenService, token: str) -> None:
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(token)
+
+
+def test_a_remembered_token_still_expires_and_its_variants_are_checked(
+    tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = forge(exp=int(time.time()) + 60)
+    assert tokens.decode_access(token).sub == "1"  # verified, then remembered
+    assert tokens.decode_access(token).sub == "1"
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(token[:-2] + ("xx" if not token.endswith("xx") else "yy"))
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(token)
+
+
+async def test_refresh_rotates_and_the_spent_token_stops_working(tokens: TokenService) -> None:
+    first = await tokens.issue("7", "user")
+    second = await tokens.refresh(first.refresh_token)
+    third = await tokens.refresh(second.refresh_token)
+    session = tokens.decode_access(first.access_token).sid
+    assert tokens.decode_access(third.access_token).sid == session
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(second.refresh_token)
+
+
+async def test_reusing_a_spent_refresh_token_revokes_the_whole_chain(
+    tokens: TokenService,
+) -> None:
+    first = await tokens.issue("7", "user")
+    other_session = await tokens.issue("7", "user")
+    second = await tokens.refresh(first.refresh_token)
+
+    with pytest.raises(InvalidToken, match="reused"):
+        await tokens.refresh(first.refresh_token)
+
+    # Every token of the chain is dead, access tokens included ...
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(second.refresh_token)
+    for pair in (first, second):
+        assert await tokens.is_revoked(tokens.decode_access(pair.access_token))
+    # ... and the user's other session is untouched.
+    assert not await tokens.is_revoked(tokens.decode_access(other_session.access_token))
+    assert await tokens.refresh(other_session.refresh_token)
+
+
+async def test_concurrent_refreshes_with_one_token_let_exactly_one_through(
+    tokens: TokenService,
+) -> None:
+    pair = await tokens.issue("7", "user")
+    outcomes = await asyncio.gather(
+        *(tokens.refresh(pair.refresh_token) for _ in range(10)), return_exceptions=True
+    )
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(o, InvalidToken) for o in outcomes if o not in winners)
+
+
+async def test_refresh_uses_the_current_role_and_refuses_a_deleted_user(
+    tokens: TokenService,
+) -> None:
+    pair = await tokens.issue("7", "user")
+    roles = {"7": "admin"}
+
+    async def role_of(user_id: str) -> str | None:
+        return roles.get(user_id)
+
+    promoted = await tokens.refresh(pair.refresh_token, role_of=role_of)
+    assert tokens.decode_access(promoted.access_token).role == "admin"
+    del roles["7"]
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(promoted.refresh_token, role_of=role_of)
+
+
+async def test_logout_stops_the_access_and_refresh_tokens_only(tokens: TokenService) -> None:
+    pair = await tokens.issue("7", "user")
+    other = await tokens.issue("7", "user")
+    claims = tokens.decode_access(pair.access_token)
+    await tokens.logout(claims, pair.refresh_token)
+    assert await tokens.is_revoked(claims)
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(pair.refresh_token)
+    assert not await tokens.is_revoked(tokens.decode_access(other.access_token))
+
+
+async def test_logout_with_a_refresh_token_of_another_session_ends_both(
+    tokens: TokenService,
+) -> None:
+    web = await tokens.issue("7", "user")
+    phone = await tokens.issue("7", "user")
+    await tokens.logout(tokens.decode_access(web.access_token), phone.refresh_token)
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(phone.refresh_token)
+    assert await tokens.is_revoked(tokens.decode_access(phone.access_token))
+
+
+async def test_no_raw_token_in_redis_and_every_key_expires(
+    tokens: TokenService, redis: Redis, redis_prefix: str
+) -> None:
+    pair = await tokens.issue("7", "user")
+    rotated = await tokens.refresh(pair.refresh_token)
+    with pytest.raises(InvalidToken):
+        await tokens.refresh(pair.refresh_token)  # reuse: family revoked
+    fresh = await tokens.issue("8", "user")
+    claims = tokens.decode_access(fresh.access_token)
+    await tokens.logout(claims, fresh.refresh_token)
+    assert await tokens.is_revoked(claims)
+
+    keys = await assert_every_key_expires(redis, redis_prefix)
+    values = [await redis.get(key) or b"" for key in keys]
+    for token in (pair, rotated, fresh):
+        for raw in (token.access_token, token.refresh_token):
+            signature = raw.rsplit(".", 1)[1].encode()
+            assert all(signature not in blob for blob in keys + values)
+
+
+async def service_on(url: str, prefix: str, store: MemoryTokenStore) -> TokenService:
+    client = create_redis(RedisSettings(url=url))
+    settings = AuthSettings(jwt_secret=SECRET)
+    return TokenService(settings, store, client, prefix, circuit_cooldown=0.1)
+
+
+async def close(service: TokenService) -> None:
+    await service.aclose()
+    assert service.redis is not None
+    await service.redis.aclose()
+
+
+async def settle(service: TokenService, claims: AccessClaims) -> bool:
+    """Ask until Redis answers again (the first call after a restart may meet a dead socket)."""
+    result = await service.is_revoked(claims)
+    for _ in range(20):
+        if not service._circuit.down and service._marker is not None:
+            break
+        await asyncio.sleep(0.05)
+        result = await service.is_revoked(claims)
+    return result
+
+
+async def test_a_logout_survives_a_redis_restart(private_redis: RedisServer) -> None:
+    store = MemoryTokenStore()
+    service = await service_on(private_redis.url, "t:", store)
+    try:
+        pair = await service.issue("7", "user")
+        claims = service.decode_access(pair.access_token)
+        assert not await service.is_revoked(claims)
+        await service.logout(claims, pair.refresh_token)
+        private_redis.restart()  # comes back empty
+        assert await settle(service, claims)
+        # ... and the denylist was refilled from the store.
+        assert service.redis is not None
+        assert await service.redis.exists(f"t:auth:deny:{claims.jti}")
+    finally:
+        await close(service)
+
+
+async def test_a_logout_survives_a_restart_from_an_older_snapshot(
+    private_redis: RedisServer,
+) -> None:
+    store = MemoryTokenStore()
+    service = await service_on(private_redis.url, "t:", store)
+    newcomer: TokenService | None = None
+    try:
+        pair = await service.issue("7", "user")
+        claims = service.decode_access(pair.access_token)
+        assert not await service.is_revoked(claims)  # marker written
+        private_redis.snapshot()  # before the logout
+        await service.logout(claims, None)
+        private_redis.restart()  # back with the old marker and no denylist entry
+        assert await settle(service, claims)
+        # A process started after the restore sees it too.
+        newcomer = await service_on(private_redis.url, "t:", store)
+        assert await newcomer.is_revoked(claims)
+    finally:
+        await close(service)
+        if newcomer is not None:
+            await close(newcomer)
+
+
+async def test_a_flushed_redis_is_refilled_before_it_is_trusted(
+    private_redis: RedisServer,
+) -> None:
+    store = MemoryTokenStore()
+    service = await service_on(private_redis.url, "t:", store)
+    try:
+        pair = await service.issue("7", "user")
+        claims = service.decode_access(pair.access_token)
+        await service.logout(claims, None)
+        assert service.redis is not None
+        await service.redis.flushdb()  # no error seen: the marker is what tells
+        assert await service.is_revoked(claims)
+        assert await service.is_revoked(claims)
+        assert await service.redis.exists(f"t:auth:deny:{claims.jti}")
+    finally:
+        await close(service)
+
+
+async def test_with_redis_down_the_store_answers_quickly(private_redis: RedisServer) -> None:
+    store = MemoryTokenStore()
+    service = await service_on(private_redis.url, "t:", store)
+    try:
+        revoked = await service.issue("7", "user")
+        fine = await service.issue("7", "user")
+        revoked_claims = service.decode_access(revoked.access_token)
+        await service.logout(revoked_claims, None)
+        private_redis.kill()
+        started = time.monotonic()
+        assert await service.is_revoked(revoked_claims)
+        assert not await service.is_revoked(service.decode_access(fine.access_token))
+        # A logout while Redis is down is durable too.
+        fine_claims = service.decode_access(fine.access_token)
+        await service.logout(fine_claims, None)
+        assert await service.is_revoked(fine_claims)
+        assert time.monotonic() - started < 1.0
+    finally:
+        await close(service)
+
+
+async def test_a_paused_redis_costs_at_most_a_short_timeout(private_redis: RedisServer) -> None:
+    store = MemoryTokenStore()
+    service = await service_on(private_redis.url, "t:", store)
+    try:
+        pair = await service.issue("7", "user")
+        claims = service.decode_access(pair.access_token)
+        assert not await service.is_revoked(claims)
+        private_redis.pause()
+        started = time.monotonic()
+        assert not await service.is_revoked(claims)
+        assert time.monotonic() - started < 1.0
+    finally:
+        private_redis.resume()
+        await close(service)
+
+
+async def test_a_logout_during_an_outage_reaches_redis_when_it_is_back(
+    private_redis: RedisServer,
+) -> None:
+    """Another process that trusts Redis must not accept the token afterwards."""
+    store = MemoryTokenStore()
+    here = await service_on(private_redis.url, "t:", store)
+    there = await service_on(private_redis.url, "t:", store)
+    try:
+        pair = await here.issue("7", "user")
+        claims = here.decode_access(pair.access_token)
+        assert not await there.is_revoked(claims)  # `there` trusts Redis from now on
+        private_redis.pause()
+        assert not await here.is_revoked(claims)  # `here` sees the outage (store answers)
+        await here.logout(claims, None)  # so it reaches only the store
+        private_redis.resume()
+        await asyncio.sleep(0.6)  # the repair task refills within a few intervals
+        assert there._marker is not None  # `there` saw no outage at all ...
+        assert await there.is_revoked(claims)  # ... and still refuses the token
+    finally:
+        await close(here)
+        await close(there)
