@@ -44,6 +44,9 @@ run-week8: install ## week 8: Redis cache and rate limits (port 8008, WORKERS=n)
 	$(BIN)/uvicorn week8_redis.app.main:app --host $(HOST) --port $(or $(PORT),8008) --workers $(WORKERS)
 
 run-final: install ## the final project (port 8000, WORKERS=n)
+	@# Validate the settings first: with several workers, uvicorn would stop on a refused
+	@# production config but still exit 0.
+	@$(BIN)/python -m final_project.app.config
 	$(BIN)/uvicorn final_project.app.main:app --host $(HOST) --port $(or $(PORT),8000) --workers $(WORKERS)
 
 demo-week6: install ## week 6: time concurrent async, sync and blocking sleeps

@@ -86,9 +86,10 @@ APPS = [
         "final_project",
         9,
         lambda b: {
+            **_auth(),
+            "argon2_parallelism": 1,
             "database_url": "memory://",
             "db_latency_ms": 0,
-            "jwt_secret": SECRET,
             "admin_email": ADMIN_EMAIL,
             "admin_password": ADMIN_PASSWORD,
             **_redis(b),

@@ -1,0 +1,1 @@
+"""The production-style final project: an async CRUD API wired from `shared/`."""

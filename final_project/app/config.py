@@ -1,0 +1,113 @@
+"""Every setting of the final project, read from the environment (and `.env`).
+
+The names are the contract in shared/API.md; README.md has the table. Each
+shared module keeps its own settings class; `main.py` builds them from this one,
+so this file is the single place an operator looks.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Used only in development when JWT_SECRET is unset, so tokens keep working across
+# workers and restarts. It is public (it is in this file), so production refuses it.
+DEVELOPMENT_JWT_SECRET = "development-only-jwt-secret-do-not-use-in-production"  # noqa: S105
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    # hide_input_in_errors: a failed start must not print JWT_SECRET or ADMIN_PASSWORD.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
+
+    app_env: Literal["development", "production"] = "development"
+    jwt_secret: SecretStr | None = None
+    access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=14, ge=1, le=365)
+
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = "final:"
+    cache_ttl_seconds: int = Field(default=60, ge=1)
+    rate_limit: str = "60/minute"
+    login_rate_limit: str = "5/minute"
+
+    database_url: str = "sqlite+aiosqlite:///./data/final.db"
+    db_latency_ms: int = Field(default=100, ge=0)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+
+    log_level: str = "INFO"
+
+    # Argon2 cost. The defaults are pwdlib's recommended ones; tests lower them.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_cost: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def split_origins(cls, value: object) -> object:
+        # CORS_ORIGINS=https://a.example,https://b.example reads naturally in a shell.
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit", "login_rate_limit")
+    @classmethod
+    def rate_format(cls, value: str) -> str:
+        count, sep, period = value.partition("/")
+        if not (sep and count.strip().isdigit() and int(count) > 0):
+            raise ValueError("must look like 60/minute")
+        if period.strip() not in {"second", "minute", "hour"}:
+            raise ValueError("period must be second, minute or hour")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def production_needs_a_real_secret(self) -> Settings:
+        # Raising here stops uvicorn before it serves a single request: a
+        # production server signing tokens with a known key is worse than none.
+        if self.app_env == "production" and (
+            self.jwt_secret is None or self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+        ):
+            raise ValueError(
+                "APP_ENV=production needs JWT_SECRET: a random value of at least "
+                f"{MIN_SECRET_BYTES} bytes, e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`"
+            )
+        return self
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.jwt_secret is None
+
+    def signing_secret(self) -> SecretStr:
+        return self.jwt_secret or SecretStr(DEVELOPMENT_JWT_SECRET)
+
+
+def check() -> None:
+    """`python -m final_project.app.config`: refuse unsafe settings in a line, not a traceback."""
+    try:
+        Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        sys.exit(f"refusing to start: {problems}")
+
+
+if __name__ == "__main__":
+    check()

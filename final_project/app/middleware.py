@@ -1,0 +1,89 @@
+"""Plain ASGI middleware: the body-size limit and the rate limit.
+
+Plain ASGI (not `BaseHTTPMiddleware`) keeps the per-request cost to a function
+call, and lets the rate limit see every response, including the 404/405/422s
+FastAPI produces before any dependency would run.
+"""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import problem
+
+TOO_LARGE = "Request body too large"
+
+
+class RequestStateMiddleware:
+    """Give every request its own `scope["state"]`.
+
+    The ASGI spec asks servers to pass each request a shallow copy of the lifespan
+    state; uvicorn does, but some test harnesses pass one shared dict, and then the
+    request id or decoded token of one request would be seen by the next.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["state"] = dict(scope.get("state", ()))
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive`; an HTTPException so FastAPI's body reader lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail=TOO_LARGE)
+
+
+class BodySizeLimitMiddleware:
+    """413 for a body over `max_bytes`, declared by Content-Length or only streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1  # uvicorn rejects these before us; be safe anyway
+                if declared > self.max_bytes:
+                    await problem(413, TOO_LARGE)(scope, receive, send)
+                    return
+                break
+
+        # A chunked body declares no length, so count what actually arrives.
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            # Reached only when something outside FastAPI's handlers read the body.
+            if started:
+                raise
+            await problem(413, TOO_LARGE)(scope, receive, tracking_send)

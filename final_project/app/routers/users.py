@@ -1,0 +1,184 @@
+"""The users resource: sign-up, reads (cached in Redis), owner-or-admin writes.
+
+Reads are served from the shared response cache: one Redis round trip on a hit,
+no database. Every write bumps the cache tags it touches before it returns, so no
+later read on any worker sees the old data. Each successful write also queues an
+audit event, recorded after the response has gone out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, Response, status
+
+from shared.cache import cache_response, if_none_match
+
+from ..deps import MAX_ID, Claims, CurrentUser, EditableUser, Services, UserId
+from ..errors import problem_responses
+from ..schemas import UserCreate, UserPatch, UserPublic, UserUpdate
+from ..store import EmailTaken, UserRecord, UserStore
+from .audit import record_event
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+NOT_FOUND = "User not found"
+EMAIL_TAKEN = "Email already registered"
+LIST_TAG = "users"
+
+
+def user_tag(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+def public(user: UserRecord) -> UserPublic:
+    return UserPublic.model_validate(user, from_attributes=True)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(409, 413, 422, 429),
+)
+async def create_user(
+    body: UserCreate, services: Services, background: BackgroundTasks, response: Response
+) -> UserPublic:
+    """Sign up. Public; the server picks the id and the role ("user")."""
+    password_hash = await services.hasher.hash(body.password)
+    try:
+        user = await services.store.create_user(
+            name=body.name, email=body.email, password_hash=password_hash
+        )
+    except EmailTaken:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=EMAIL_TAKEN) from None
+    await services.cache.invalidate(LIST_TAG)
+    background.add_task(record_event, services.store, "user.created", user.id)
+    response.headers["Location"] = f"/users/{user.id}"
+    return public(user)
+
+
+@router.get("", response_model=list[UserPublic], responses=problem_responses(401, 422, 429))
+async def read_users(
+    _claims: Claims,
+    services: Services,
+    request: Request,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    """A page of users, ordered by id (any signed-in user)."""
+    store = services.store
+
+    async def load() -> bytes:
+        users = await store.list_users(offset=offset, limit=limit)
+        return _users_json([public(u) for u in users])
+
+    cached = await services.cache.get_or_load(
+        namespace="users:list",
+        key=f"{offset}:{limit}",
+        principal=None,
+        public=True,
+        loader=load,
+        tags=[LIST_TAG],
+    )
+    return cache_response(cached, if_none_match(request.scope))
+
+
+@router.get("/me", responses=problem_responses(401, 429))
+async def read_me(me: CurrentUser) -> UserPublic:
+    """The caller."""
+    return public(me)
+
+
+@router.api_route("/me", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def me_is_read_only() -> None:
+    """Without it, PUT /users/me would reach /users/{user_id} and fail as a bad id (422)."""
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED, detail="Method Not Allowed")
+
+
+@router.get(
+    "/{user_id}", response_model=UserPublic, responses=problem_responses(401, 404, 422, 429)
+)
+async def read_user(
+    user_id: UserId, _claims: Claims, services: Services, request: Request
+) -> Response:
+    """One user (any signed-in user may read any user)."""
+    store = services.store
+
+    async def load() -> bytes:
+        user = await store.get_user(user_id)
+        if user is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
+        return public(user).model_dump_json().encode()
+
+    cached = await services.cache.get_or_load(
+        namespace="users:one",
+        key=str(user_id),
+        principal=None,
+        public=True,
+        loader=load,
+        tags=[user_tag(user_id)],
+    )
+    return cache_response(cached, if_none_match(request.scope))
+
+
+@router.put("/{user_id}", responses=problem_responses(401, 403, 404, 409, 413, 422, 429))
+async def replace_user(
+    target: EditableUser, body: UserUpdate, services: Services, background: BackgroundTasks
+) -> UserPublic:
+    """Replace name and email (the user themself, or an admin)."""
+    return await _apply(services, background, target, name=body.name, email=body.email)
+
+
+@router.patch("/{user_id}", responses=problem_responses(401, 403, 404, 409, 413, 422, 429))
+async def update_user(
+    target: EditableUser,
+    body: UserPatch,
+    me: CurrentUser,
+    services: Services,
+    background: BackgroundTasks,
+) -> UserPublic:
+    """Change some fields; `password` is re-hashed, `role` is for admins only."""
+    changes: dict[str, str] = body.model_dump(exclude_unset=True, exclude={"password"})
+    if body.role is not None and me.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Only an admin may change a role")
+    if body.password is not None:
+        changes["password_hash"] = await services.hasher.hash(body.password)
+    if not changes:
+        return public(target)
+    return await _apply(services, background, target, **changes)
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+async def delete_user(
+    target: EditableUser, services: Services, background: BackgroundTasks
+) -> None:
+    """Delete a user (the user themself, or an admin). Their id is never reused."""
+    if not await services.store.delete_user(target.id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
+    await services.cache.invalidate(user_tag(target.id), LIST_TAG)
+    background.add_task(record_event, services.store, "user.deleted", target.id)
+
+
+async def _apply(
+    services: Services, background: BackgroundTasks, target: UserRecord, **changes: str
+) -> UserPublic:
+    store: UserStore = services.store
+    try:
+        user = await store.update_user(target.id, **changes)
+    except EmailTaken:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=EMAIL_TAKEN) from None
+    if user is None:  # deleted between the check and the write
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
+    # Before returning: once the client sees 200, no worker may serve the old user.
+    await services.cache.invalidate(user_tag(user.id), LIST_TAG)
+    background.add_task(record_event, store, "user.updated", user.id)
+    return public(user)
+
+
+def _users_json(users: list[UserPublic]) -> bytes:
+    return b"[" + b",".join(u.model_dump_json().encode() for u in users) + b"]"

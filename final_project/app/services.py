@@ -1,0 +1,112 @@
+"""The long-lived objects of one app: opened in the lifespan, closed there too."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from shared.auth import AuthSettings, PasswordHasher, TokenService
+from shared.cache import CacheSettings, ResponseCache
+from shared.rate_limit import Policy, RateLimiter, parse_rate
+from shared.redis import RedisSettings, create_redis, redis_ready
+
+from .config import Settings
+from .store import EmailTaken, UserStore, create_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: UserStore
+    redis: Redis
+    hasher: PasswordHasher
+    tokens: TokenService
+    cache: ResponseCache
+    limiter: RateLimiter
+    default_policy: Policy
+    login_policy: Policy
+
+    async def aclose(self) -> None:
+        try:
+            await self.tokens.aclose()
+            await self.cache.aclose()
+            await self.redis.aclose()
+        finally:
+            await self.store.close()
+
+
+async def open_services(settings: Settings) -> Services:
+    """Open the store and the Redis client, and build everything that uses them."""
+    store = create_store(settings.database_url, latency_ms=settings.db_latency_ms)
+    await store.open()
+    redis = create_redis(RedisSettings(url=settings.redis_url, prefix=settings.redis_prefix))
+    if not await redis_ready(redis):
+        # Said here once, at start-up; each module then falls back and recovers alone.
+        logger.warning(
+            "Redis at %s is unreachable: serving without the cache (X-Cache: BYPASS) and "
+            "with per-process rate limits until it answers",
+            _without_password(settings.redis_url),
+        )
+    auth = AuthSettings(
+        jwt_secret=settings.signing_secret(),
+        access_token_minutes=settings.access_token_minutes,
+        refresh_token_days=settings.refresh_token_days,
+        argon2_time_cost=settings.argon2_time_cost,
+        argon2_memory_cost=settings.argon2_memory_cost,
+        argon2_parallelism=settings.argon2_parallelism,
+    )
+    services = Services(
+        settings=settings,
+        store=store,
+        redis=redis,
+        hasher=PasswordHasher(auth),
+        tokens=TokenService(auth, store, redis, settings.redis_prefix),
+        cache=ResponseCache(
+            redis, CacheSettings(ttl_seconds=settings.cache_ttl_seconds), settings.redis_prefix
+        ),
+        limiter=RateLimiter(redis, settings.redis_prefix),
+        default_policy=Policy("default", parse_rate(settings.rate_limit)),
+        login_policy=Policy("login", parse_rate(settings.login_rate_limit)),
+    )
+    try:
+        await create_first_admin(services)
+    except BaseException:
+        await services.aclose()
+        raise
+    return services
+
+
+async def create_first_admin(services: Services) -> None:
+    """ADMIN_EMAIL / ADMIN_PASSWORD: create that admin unless the email is already taken."""
+    settings = services.settings
+    if not settings.admin_email or settings.admin_password is None:
+        return
+    email = settings.admin_email.strip().lower()
+    existing = await services.store.get_user_by_email(email)
+    if existing is not None:
+        if existing.role != "admin":
+            # Never promote silently: whoever signed up with that email first is not
+            # necessarily the operator.
+            logger.warning("ADMIN_EMAIL %s belongs to a user who is not an admin", email)
+        return
+    password_hash = await services.hasher.hash(settings.admin_password.get_secret_value())
+    try:
+        await services.store.create_user(
+            name="Admin", email=email, password_hash=password_hash, role="admin"
+        )
+    except EmailTaken:
+        return  # another worker created it a moment ago
+    logger.info("created the first admin, %s", email)
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"
