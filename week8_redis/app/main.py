@@ -1,0 +1,104 @@
+"""Week 8: week 7's API with a Redis cache and rate limits, and still up when Redis is not.
+
+`create_app()` builds a fresh app each time, so every test gets its own app and
+its own store; `app` is the one uvicorn serves: `uvicorn week8_redis.app.main:app`.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .audit import AuditLog
+from .cache import ResponseCache
+from .config import DEVELOPMENT_JWT_SECRET, Settings
+from .db import UserStore
+from .middleware import RequestLogMiddleware
+from .rate_limit import Rate, RateLimiter, RateLimitMiddleware, document_rate_limits
+from .redis_client import CircuitBreaker, create_redis
+from .routers import audit, auth, basics, demo, users
+from .security import AccessTokens, PasswordHasher
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    log_to_stderr()
+    secret = settings.jwt_secret.get_secret_value()
+    if secret == DEVELOPMENT_JWT_SECRET:
+        logger.warning(
+            "JWT_SECRET is not set: tokens are signed with the development secret, which is "
+            "public, so anyone can forge them. Set JWT_SECRET before this app leaves your laptop."
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One client for the app's life, shared by the cache and the limiter. It connects
+        # on first use, so the app starts, and serves without a cache, while Redis is down.
+        redis, breaker = create_redis(settings.redis_url), CircuitBreaker()
+        app.state.cache = ResponseCache(
+            redis, breaker, settings.redis_prefix, settings.cache_ttl_seconds
+        )
+        app.state.limiter = RateLimiter(redis, breaker, settings.redis_prefix)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Week 8: Redis",
+        description="The users API with a Redis cache and rate limits. "
+        "Sign up with POST /users, then use Authorize to log in.",
+        version="8.0.0",
+        lifespan=lifespan,
+        exception_handlers={RequestValidationError: validation_error_without_input},
+    )
+    app.state.store = UserStore(latency_ms=settings.db_latency_ms)
+    app.state.audit = AuditLog()
+    app.state.passwords = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_cost)
+    app.state.tokens = AccessTokens(secret, settings.access_token_minutes)
+    # Added first, so it runs inside the request log: a 429 is logged like any answer.
+    app.add_middleware(
+        RateLimitMiddleware,
+        default=Rate.parse(settings.rate_limit),
+        login=Rate.parse(settings.login_rate_limit),
+    )
+    app.add_middleware(RequestLogMiddleware)
+    app.include_router(basics.router)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    app.include_router(audit.router)
+    app.include_router(demo.router)
+    document_rate_limits(app)
+    return app
+
+
+async def validation_error_without_input(
+    request: Request, exc: RequestValidationError
+) -> JSONResponse:
+    """FastAPI's 422, minus the rejected values."""
+    # Pydantic puts what it rejected in "input": for a missing field, the whole body. Echoing
+    # it back could leak a secret (from week 7 on, a password), or fail outright on text that
+    # can't be encoded. Where and why is enough.
+    errors = [{key: error[key] for key in ("type", "loc", "msg")} for error in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def log_to_stderr() -> None:
+    """Make this app's INFO lines visible: uvicorn sets up only its own loggers."""
+    # The package's logger ("week7_auth") is the parent of every logger in this app.
+    package = logging.getLogger(__name__.partition(".")[0])
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.INFO)
+    if not package.hasHandlers():  # keep any logging set-up that already exists
+        handler = logging.StreamHandler()  # writes to stderr
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        package.addHandler(handler)
+
+
+app = create_app()
