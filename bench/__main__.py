@@ -148,9 +148,12 @@ class Run:
 class Runner:
     """Runs measurements against the started apps."""
 
-    def __init__(self, apps: dict[str, UvicornApp], sessions: dict[str, Session]) -> None:
+    def __init__(
+        self, apps: dict[str, UvicornApp], sessions: dict[str, Session], *, quick: bool = False
+    ) -> None:
         self.apps = apps
         self.sessions = sessions
+        self.quick = quick
         self.secrets = {s.token: "$TOKEN" for s in sessions.values()} | {
             quote(s.password, safe=""): "$PASSWORD" for s in sessions.values()
         }
@@ -163,11 +166,13 @@ class Runner:
         for _ in range(2):
             httpx.get(app.url + load.path, headers=dict(load.headers), timeout=10)
 
-    def run(self, measurement: Measurement, seconds: int) -> Run:
+    def run(self, measurement: Measurement, seconds: int, *, warm_up: bool = False) -> Run:
         app = self.apps[measurement.app]
         pid = app.process.pid if app.process is not None else None
         cpu_before = cpu_seconds(pid) if pid is not None else None
         session = self.sessions.get(measurement.app)
+        if measurement.seconds is not None and not (self.quick or warm_up):
+            seconds = measurement.seconds
         load = resolve(measurement.load, session, seconds)
         # Cold-key loads ("{n}" in the path) never reuse a number, not even across rounds.
         self.sequence += 1
@@ -306,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"! {name}: {unavailable[name]}")
         runnable = [ratio for ratio in runnable if blocked(ratio) is None]
         order = measurement_order(runnable)
-        runner = Runner(apps, sessions)
+        runner = Runner(apps, sessions, quick=args.quick)
 
         for key in order:
             if plan.measurements[key].expect_cache == "HIT":
@@ -317,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if plan.measurements[key].restart_after:
                 continue  # nothing to warm, and a restart costs more than it gives
             try:
-                runner.run(plan.measurements[key], 1)
+                runner.run(plan.measurements[key], 1, warm_up=True)
             except WrkError as exc:
                 failed_measurements[key] = f"wrk failed: {exc}"
         for round_index in range(rounds):

@@ -330,6 +330,9 @@ class TokenService:
         self._marker: bytes | None = None
         # Set when a revocation could not reach Redis: refill before trusting it.
         self._refill_needed = False
+        # Counts those revocations, so a refill that began before one of them (and
+        # may have read the store too early) does not mark Redis complete.
+        self._missed_revocations = 0
         self._sync: asyncio.Future[bool] | None = None
         self._repair: asyncio.Task[None] | None = None
         self._reads: Batcher[tuple[str, str], tuple[bytes | None, ...]] = Batcher(self._read_batch)
@@ -505,6 +508,7 @@ class TokenService:
         # The store has it; Redis must be refilled before anyone trusts it again.
         self._marker = None
         self._refill_needed = True
+        self._missed_revocations += 1
         self._schedule_repair()
 
     def peek_keys(self, scope: Scope) -> list[str]:
@@ -593,6 +597,7 @@ class TokenService:
             return False
         generation = self._watch.generation if self._watch is not None else 0
         refill_needed = self._refill_needed
+        missed = self._missed_revocations
         try:
             run_id = await server_run_id(redis)
             if refill_needed or await redis.get(self._ready_key) != run_id:
@@ -600,6 +605,8 @@ class TokenService:
         except REDIS_ERRORS:
             self._lost_redis()
             return False
+        if self._missed_revocations != missed:
+            return False  # a revocation missed Redis meanwhile: refill again first
         if refill_needed:
             self._refill_needed = False
         self._marker = run_id

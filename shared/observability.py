@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Collection
 from contextvars import ContextVar
 from typing import Any
@@ -88,6 +88,8 @@ class RequestContextMiddleware:
     - an incoming `X-Request-ID` is kept when it matches `[A-Za-z0-9._-]{1,64}`,
       else a new one is made; it lives in `scope["state"]["request_id"]` and in
       `current_request_id()`, and goes out on every response, 500s included;
+    - each request gets a `scope["state"]` of its own (a copy), so nothing one
+      request stores there is seen by the next;
     - an exception below becomes a problem+json 500 carrying the id (and is logged
       once, with its traceback, never sent to the client);
     - the access log is one JSON line: method, path, status, duration_ms,
@@ -112,9 +114,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        state = scope.setdefault("state", {})
+        # os.urandom(16).hex(): as unique as uuid4().hex, without building a UUID object.
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
+        # A dict of this request's own: the ASGI spec has servers pass a copy of the
+        # lifespan state, but some test harnesses share one dict between requests.
+        state = dict(scope.get("state", ()))
         state["request_id"] = request_id
+        scope["state"] = state
         token = _request_id.set(request_id)
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500

@@ -217,9 +217,15 @@ class LocalLimiter:
 
 
 def _micros(policy: Policy) -> tuple[int, float]:
-    # The interval may be under a microsecond (a huge "unlimited" rate): keep it a float.
+    """The period and the emission interval (the time one request uses up), in µs.
+
+    The interval is at least 1 µs: a TAT is ~1.7e15 µs, where a double resolves
+    only 0.25 µs, so a smaller step would be rounded away and an "unlimited" rate
+    (RATE_LIMIT=100000000/minute) would limit nothing. The floor caps a policy at a
+    million requests per second per client, which no server reaches.
+    """
     period = policy.rate.period_seconds * MICROS
-    return period, period / policy.rate.count
+    return period, max(1.0, period / policy.rate.count)
 
 
 # One hit waiting for its batch: its policy keys, its policies, the keys to peek at.
@@ -316,7 +322,8 @@ class RateLimiter:
     def _decision(reply: list[Any], policies: tuple[Policy, ...]) -> Decision:
         allowed = reply[0] == 1
         states = tuple(
-            PolicyState(p, int(reply[2 * i + 2]), _seconds(int(reply[2 * i + 3])))
+            # max(0, …): a header must never show a negative budget, whatever Redis sent.
+            PolicyState(p, max(0, int(reply[2 * i + 2])), _seconds(int(reply[2 * i + 3])))
             for i, p in enumerate(policies)
         )
         peeked = tuple(reply[2 + 2 * len(policies) :])

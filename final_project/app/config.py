@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(default=60, ge=1)
     rate_limit: str = "60/minute"
     login_rate_limit: str = "5/minute"
+    # False: no rate-limit middleware at all (behind a gateway that limits, or to measure it).
+    rate_limit_enabled: bool = True
 
     database_url: str = "sqlite+aiosqlite:///./data/final.db"
     db_latency_ms: int = Field(default=100, ge=0)

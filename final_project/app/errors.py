@@ -114,13 +114,12 @@ def allowed_methods(request: Request) -> str:
     """Every method served at this path: Starlette's 405 names only the first route's.
 
     A fixed path (/users/me) shadows a template (/users/{user_id}) that also matches it.
+    No HEAD: FastAPI routes answer HEAD with 405, and `Allow` must not promise it.
     """
     paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
     matching = [t for t in paths if compile_path(t)[0].match(request.url.path)]
     fixed = [t for t in matching if "{" not in t]
     methods = {m.upper() for t in fixed or matching for m in paths[t] if m.upper() in _METHODS}
-    if "GET" in methods:
-        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

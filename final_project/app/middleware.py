@@ -1,8 +1,8 @@
-"""Plain ASGI middleware: the body-size limit and the rate limit.
+"""Plain ASGI middleware of this app: the body-size limit.
 
 Plain ASGI (not `BaseHTTPMiddleware`) keeps the per-request cost to a function
-call, and lets the rate limit see every response, including the 404/405/422s
-FastAPI produces before any dependency would run.
+call, and sees every request, including the ones FastAPI answers with 404/405/422
+before any dependency would run. (The rate limit is `shared.rate_limit`'s.)
 """
 
 from __future__ import annotations
@@ -13,23 +13,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import problem
 
 TOO_LARGE = "Request body too large"
-
-
-class RequestStateMiddleware:
-    """Give every request its own `scope["state"]`.
-
-    The ASGI spec asks servers to pass each request a shallow copy of the lifespan
-    state; uvicorn does, but some test harnesses pass one shared dict, and then the
-    request id or decoded token of one request would be seen by the next.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["state"] = dict(scope.get("state", ()))
-        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):
@@ -50,6 +33,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -59,7 +43,13 @@ class BodySizeLimitMiddleware:
                 if declared > self.max_bytes:
                     await problem(413, TOO_LARGE)(scope, receive, send)
                     return
-                break
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            # No body (a GET), or one the server cuts at its declared Content-Length,
+            # checked above: nothing to count, so skip wrapping receive and send.
+            await self.app(scope, receive, send)
+            return
 
         # A chunked body declares no length, so count what actually arrives.
         received = 0

@@ -113,6 +113,13 @@ async def test_a_client_over_the_limit_gets_429_with_retry_after(
     assert r.headers["ratelimit"].startswith('"default";r=0;t=')
 
 
+async def test_with_rate_limiting_disabled_nothing_is_limited(make_client: MakeClient) -> None:
+    async with make_client(rate_limit="1/minute", rate_limit_enabled=False) as client:
+        responses = [await client.get("/hello") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert all("ratelimit" not in r.headers for r in responses)
+
+
 async def test_after_retry_after_the_next_request_passes(make_client: MakeClient) -> None:
     async with make_client(rate_limit="2/second") as client:
         while (r := await client.get("/hello")).status_code != 429:

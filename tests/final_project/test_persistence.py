@@ -117,6 +117,25 @@ async def test_closed_store_fails_its_ping(tmp_path: Path) -> None:
     assert await store.ping() is False
 
 
+async def test_a_database_error_never_carries_the_password_hash_or_email(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'final.db'}")
+    await store.open()
+    try:
+        async with store.engine.begin() as conn:
+            await conn.execute(text("DROP TABLE users"))
+        with pytest.raises(Exception) as failure:  # noqa: PT011 - any error will be logged
+            await store.create_user(
+                name="Maroof", email="leak@example.com", password_hash="$argon2id$secret-hash"
+            )
+    finally:
+        await store.close()
+
+    logged = "".join(str(e) for e in (failure.value, failure.value.__cause__) if e is not None)
+    assert "no such table" in logged
+    assert "secret-hash" not in logged
+    assert "leak@example.com" not in logged
+
+
 # Two workers, one database ------------------------------------------------------
 
 

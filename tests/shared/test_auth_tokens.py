@@ -6,6 +6,7 @@ import asyncio
 import time
 import warnings
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import jwt
@@ -365,3 +366,52 @@ async def test_a_logout_during_an_outage_reaches_redis_when_it_is_back(
     finally:
         await close(here)
         await close(there)
+
+
+class SlowRefillStore(MemoryTokenStore):
+    """A store whose `revoked_access` (the refill's read) waits until `proceed` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.proceed = asyncio.Event()
+        self.proceed.set()
+
+    async def revoked_access(self, now: datetime) -> list[tuple[str, datetime]]:
+        entries = await super().revoked_access(now)
+        self.reading.set()
+        await self.proceed.wait()
+        return entries
+
+
+async def test_a_logout_that_misses_redis_during_a_refill_is_never_forgotten(
+    auth_settings: AuthSettings,
+    redis: Redis,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = SlowRefillStore()
+    tokens = TokenService(auth_settings, store, redis, redis_prefix, circuit_cooldown=0)
+    try:
+        early = tokens.decode_access((await tokens.issue("7", "user")).access_token)
+        late = tokens.decode_access((await tokens.issue("8", "user")).access_token)
+        assert not await tokens.is_revoked(early)  # denylist verified
+        await redis.delete(f"{redis_prefix}auth:ready")  # as if Redis had lost its data
+        assert not await tokens.is_revoked(early)  # noticed: the store answers
+        store.reading.clear()
+        store.proceed.clear()
+        refill = asyncio.create_task(tokens.is_revoked(early))
+        await store.reading.wait()  # the refill has read the store ...
+
+        async def unreachable(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("No connection available")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(redis, "set", unreachable)
+            await tokens.logout(late, None)  # ... before this logout, which misses Redis
+        store.proceed.set()
+        assert not await refill
+
+        assert await tokens.is_revoked(late)
+    finally:
+        await tokens.aclose()

@@ -371,13 +371,24 @@ async def test_concurrent_hits_in_one_process_are_exact(limiter: RateLimiter) ->
     assert remaining == list(range(20))  # each saw the one before it
 
 
-async def test_a_huge_rate_counts_down_sanely(redis: Redis, redis_prefix: str) -> None:
-    """An 'unlimited' rate has an emission interval under a microsecond."""
-    huge = [policy("100000000/minute")]
+@pytest.mark.parametrize("text", ["100000000/minute", "99999999999999999999/second"])
+async def test_a_huge_rate_counts_down_sanely(redis: Redis, redis_prefix: str, text: str) -> None:
+    """An 'unlimited' rate: its emission interval is clamped to 1 µs, never rounded away."""
+    huge = [policy(text)]
     for limiter in (RateLimiter(redis, redis_prefix), RateLimiter(None, redis_prefix)):
         first = await limiter.hit("ip:1", huge)
         second = await limiter.hit("ip:1", huge)
         assert first.allowed
         assert second.allowed
-        assert 99_999_990 <= second.states[0].remaining <= first.states[0].remaining
-        assert first.states[0].remaining <= 99_999_999
+        for decision in (first, second):
+            assert 0 <= decision.states[0].remaining < huge[0].rate.count
+            assert "r=-" not in dict(decision.header_dict())["ratelimit"]
+
+
+async def test_a_huge_rate_still_counts_every_request(limiter: RateLimiter) -> None:
+    """Hits of one batch share Redis's clock: each must use up budget the next one sees."""
+    huge = [policy("100000000/minute")]
+    decisions = await asyncio.gather(*(limiter.hit("ip:1", huge) for _ in range(20)))
+    remaining = [d.states[0].remaining for d in decisions]
+    assert len(set(remaining)) == 20, remaining  # a zero interval would repeat one value
+    assert all(r >= 0 for r in remaining)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, R
 
 from shared.cache import cache_response, if_none_match
 
-from ..deps import MAX_ID, Claims, CurrentUser, EditableUser, Services, UserId
+from ..deps import MAX_ID, Claims, CurrentUser, EditableUser, Services, UserId, services_of
 from ..errors import problem_responses
 from ..schemas import UserCreate, UserPatch, UserPublic, UserUpdate
 from ..store import EmailTaken, UserRecord, UserStore
@@ -60,12 +60,14 @@ async def create_user(
 @router.get("", response_model=list[UserPublic], responses=problem_responses(401, 422, 429))
 async def read_users(
     _claims: Claims,
-    services: Services,
     request: Request,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
     """A page of users, ordered by id (any signed-in user)."""
+    # Read from app.state rather than the `Services` dependency: on the busiest
+    # routes each dependency FastAPI solves is a measurable share of a cache HIT.
+    services = services_of(request)
     store = services.store
 
     async def load() -> bytes:
@@ -98,10 +100,9 @@ async def me_is_read_only() -> None:
 @router.get(
     "/{user_id}", response_model=UserPublic, responses=problem_responses(401, 404, 422, 429)
 )
-async def read_user(
-    user_id: UserId, _claims: Claims, services: Services, request: Request
-) -> Response:
+async def read_user(user_id: UserId, _claims: Claims, request: Request) -> Response:
     """One user (any signed-in user may read any user)."""
+    services = services_of(request)  # not a dependency: see read_users
     store = services.store
 
     async def load() -> bytes:

@@ -201,16 +201,21 @@ class SqlStore:
         return self.url.get_backend_name()
 
     async def open(self) -> None:
-        """Connect, and create the tables that are missing."""
+        """Connect, and create the tables that are missing.
+
+        `hide_parameters`: a database error's message would otherwise carry the
+        statement's values (an email, an Argon2 hash) into the error log.
+        """
         if self._engine is not None:
             return
         _ensure_parent_directory(self.url)
         if self._dialect == "sqlite":
-            engine = create_async_engine(self.url, pool_pre_ping=True)
+            engine = create_async_engine(self.url, pool_pre_ping=True, hide_parameters=True)
             event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         else:
             engine = create_async_engine(
                 self.url,
+                hide_parameters=True,
                 pool_size=5,
                 max_overflow=10,
                 pool_timeout=10,
