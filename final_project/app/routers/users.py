@@ -8,7 +8,7 @@ audit event, recorded after the response has gone out.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, Response, status
 
@@ -21,6 +21,11 @@ from ..store import EmailTaken, UserRecord, UserStore
 from .audit import record_event
 
 router = APIRouter(prefix="/users", tags=["users"])
+
+# A cached read carries an ETag; sending it back in If-None-Match gets an empty 304.
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not Modified: the `If-None-Match` ETag still matches"}
+}
 
 NOT_FOUND = "User not found"
 EMAIL_TAKEN = "Email already registered"
@@ -57,7 +62,11 @@ async def create_user(
     return public(user)
 
 
-@router.get("", response_model=list[UserPublic], responses=problem_responses(401, 422, 429))
+@router.get(
+    "",
+    response_model=list[UserPublic],
+    responses={**NOT_MODIFIED, **problem_responses(401, 422, 429)},
+)
 async def read_users(
     _claims: Claims,
     request: Request,
@@ -98,7 +107,9 @@ async def me_is_read_only() -> None:
 
 
 @router.get(
-    "/{user_id}", response_model=UserPublic, responses=problem_responses(401, 404, 422, 429)
+    "/{user_id}",
+    response_model=UserPublic,
+    responses={**NOT_MODIFIED, **problem_responses(401, 404, 422, 429)},
 )
 async def read_user(user_id: UserId, _claims: Claims, request: Request) -> Response:
     """One user (any signed-in user may read any user)."""
