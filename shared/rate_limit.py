@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
@@ -130,6 +130,19 @@ class Policy:
 
     name: str
     rate: Rate
+    # The header pieces that never change, encoded once rather than on every response.
+    policy_item: bytes = field(init=False, repr=False, compare=False)
+    quoted_name: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        quoted = f'"{self.name}"'
+        # A frozen dataclass sets its own fields through object.__setattr__.
+        object.__setattr__(self, "quoted_name", quoted.encode())
+        object.__setattr__(
+            self,
+            "policy_item",
+            f"{quoted};q={self.rate.count};w={self.rate.period_seconds}".encode(),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,15 +178,14 @@ class Decision:
             if not self.allowed:
                 headers.append((b"retry-after", str(self.retry_after).encode()))
             return headers
-        policy = ", ".join(
-            f'"{s.policy.name}";q={s.policy.rate.count};w={s.policy.rate.period_seconds}'
+        # Built as bytes straight away: ASGI headers are bytes, so no str round trip.
+        policy = b", ".join(s.policy.policy_item for s in self.states)
+        limit = b", ".join(
+            b"%s;r=%d;t=%d" % (s.policy.quoted_name, s.remaining, s.reset_seconds)
             for s in self.states
         )
-        limit = ", ".join(
-            f'"{s.policy.name}";r={s.remaining};t={s.reset_seconds}' for s in self.states
-        )
-        headers.append((b"ratelimit-policy", policy.encode()))
-        headers.append((b"ratelimit", limit.encode()))
+        headers.append((b"ratelimit-policy", policy))
+        headers.append((b"ratelimit", limit))
         if not self.allowed:
             headers.append((b"retry-after", str(self.retry_after).encode()))
         return headers

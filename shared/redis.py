@@ -183,6 +183,10 @@ class Batcher(Generic[ItemT, ResultT]):
     than Redis spends per item. `run` gets every pending item and returns one
     result per item, in order, from a single command; the batch goes out on the
     next iteration, so a lone call waits for nothing but that.
+
+    While one batch is on its way, the next one collects and leaves when the
+    first returns: under load the batches grow instead of several round trips
+    running side by side, each paying redis-py's per-call cost.
     """
 
     def __init__(
@@ -195,6 +199,7 @@ class Batcher(Generic[ItemT, ResultT]):
         self._max_batch = max_batch
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
         self._scheduled = False
+        self._in_flight = False  # a batch is waiting for Redis
         self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: ItemT) -> ResultT:
@@ -204,7 +209,7 @@ class Batcher(Generic[ItemT, ResultT]):
         self._pending.append((item, future))
         if len(self._pending) >= self._max_batch:
             self._flush()
-        elif not self._scheduled:
+        elif not self._scheduled and not self._in_flight:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
@@ -213,6 +218,7 @@ class Batcher(Generic[ItemT, ResultT]):
         self._scheduled = False
         if not self._pending:
             return
+        self._in_flight = True
         batch, self._pending = self._pending, []
         # A task of its own: a caller that goes away must not cancel the others' batch.
         task = asyncio.get_running_loop().create_task(self._send(batch))
@@ -223,6 +229,7 @@ class Batcher(Generic[ItemT, ResultT]):
         try:
             results = await self._run([item for item, _ in batch])
         except BaseException as exc:
+            self._next_batch()
             for _, future in batch:
                 if not future.done():
                     if isinstance(exc, Exception):
@@ -232,6 +239,12 @@ class Batcher(Generic[ItemT, ResultT]):
             if not isinstance(exc, Exception):
                 raise
             return
+        self._next_batch()
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    def _next_batch(self) -> None:
+        """This batch is back: send the calls that arrived meanwhile (they waited for it)."""
+        self._in_flight = False
+        self._flush()
