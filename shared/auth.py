@@ -44,6 +44,7 @@ from .redis import (
     PEEK_STATE,
     REDIS_ERRORS,
     Batcher,
+    OneAtATime,
     RedisCircuit,
     redis_watch,
     server_run_id,
@@ -333,7 +334,7 @@ class TokenService:
         # Counts those revocations, so a refill that began before one of them (and
         # may have read the store too early) does not mark Redis complete.
         self._missed_revocations = 0
-        self._sync: asyncio.Future[bool] | None = None
+        self._sync = OneAtATime(self._synchronise)
         self._repair: asyncio.Task[None] | None = None
         self._reads: Batcher[tuple[str, str], tuple[bytes | None, ...]] = Batcher(self._read_batch)
 
@@ -581,15 +582,7 @@ class TokenService:
 
     async def _ensure_synced(self) -> bool:
         """Verify (and when needed refill) the Redis denylist; once per process at a time."""
-        if self._sync is None:
-            self._sync = asyncio.ensure_future(self._synchronise())
-            self._sync.add_done_callback(self._sync_done)
-        return await asyncio.shield(self._sync)
-
-    def _sync_done(self, future: asyncio.Future[bool]) -> None:
-        self._sync = None
-        if not future.cancelled():
-            future.exception()  # retrieved: every waiter may have gone away
+        return await self._sync()
 
     async def _synchronise(self) -> bool:
         redis = self.redis

@@ -33,7 +33,7 @@ from redis.exceptions import NoScriptError
 from starlette.responses import Response
 from starlette.types import Scope
 
-from .redis import REDIS_ERRORS, Batcher, RedisCircuit, redis_watch, server_run_id
+from .redis import REDIS_ERRORS, Batcher, OneAtATime, RedisCircuit, redis_watch, server_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class ResponseCache:
         # Until verified, Redis may hold entries from before an outage or a restart.
         self._verified = False
         self._dirty = False
-        self._recovery: asyncio.Future[bool] | None = None
+        self._recovery = OneAtATime(self._bump_epoch_if_needed)
         self._repair: asyncio.Task[None] | None = None
         self._flights: dict[str, asyncio.Future[CachedBody]] = {}
         self._lookups: Batcher[tuple[list[str], str], tuple[bytes, bytes | None]] = Batcher(
@@ -324,15 +324,7 @@ class ResponseCache:
 
     async def _recover(self) -> bool:
         """Bump the epoch when needed before serving from Redis; once per process at a time."""
-        if self._recovery is None:
-            self._recovery = asyncio.ensure_future(self._bump_epoch_if_needed())
-            self._recovery.add_done_callback(self._recovery_done)
-        return await asyncio.shield(self._recovery)
-
-    def _recovery_done(self, future: asyncio.Future[bool]) -> None:
-        self._recovery = None
-        if not future.cancelled():
-            future.exception()
+        return await self._recovery()
 
     async def _bump_epoch_if_needed(self) -> bool:
         redis = self.redis

@@ -175,6 +175,31 @@ class RedisCircuit:
         return ended
 
 
+class OneAtATime(Generic[ResultT]):
+    """Runs `work` at most once at a time in this process; callers that arrive while
+    it runs await the same result.
+
+    Repairs after an outage (refilling a denylist, bumping a cache epoch) must not
+    run once per waiting request. `shield` keeps a caller's cancellation (a client
+    that hung up) from cancelling the repair the others are waiting for.
+    """
+
+    def __init__(self, work: Callable[[], Awaitable[ResultT]]) -> None:
+        self._work = work
+        self._running: asyncio.Future[ResultT] | None = None
+
+    async def __call__(self) -> ResultT:
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._work())
+            self._running.add_done_callback(self._done)
+        return await asyncio.shield(self._running)
+
+    def _done(self, future: asyncio.Future[ResultT]) -> None:
+        self._running = None
+        if not future.cancelled():
+            future.exception()  # mark it retrieved: every waiter may have gone away
+
+
 class Batcher(Generic[ItemT, ResultT]):
     """Sends the calls made during one event-loop iteration as one Redis command.
 

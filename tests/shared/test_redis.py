@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from shared.redis import (
     Batcher,
+    OneAtATime,
     RedisCircuit,
     RedisSettings,
     create_redis,
@@ -160,3 +161,35 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
     await asyncio.sleep(0.01)
     leaving.cancel()
     assert await staying == 2
+
+
+async def test_one_at_a_time_runs_once_for_concurrent_callers() -> None:
+    runs = 0
+
+    async def repair() -> int:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.05)
+        return runs
+
+    once = OneAtATime(repair)
+    assert await asyncio.gather(*(once() for _ in range(20))) == [1] * 20
+    assert await once() == 2  # a later call after it finished runs it again
+
+
+async def test_one_at_a_time_survives_a_caller_that_gives_up() -> None:
+    started = 0
+
+    async def repair() -> bool:
+        nonlocal started
+        started += 1
+        await asyncio.sleep(0.05)
+        return True
+
+    once = OneAtATime(repair)
+    impatient = asyncio.create_task(once())
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    # The repair the impatient caller started goes on, and the next caller joins it.
+    assert await once() is True
+    assert started == 1
