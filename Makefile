@@ -8,13 +8,19 @@ WORKERS ?= 1
 # Keep __pycache__ out of the week folders, so `make diff-weekN` shows only the lesson.
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 
+# The weeks a learner builds in my/: `make start-week5`, `make grade-week5`, ...
+WEEKS := week5 week6 week7 week8 final
+
 .DEFAULT_GOAL := help
-.PHONY: help install lock run-week5 run-week6 run-week7 run-week8 run-final demo-week6 \
+.PHONY: help install lock run-week5 run-week6 run-week7 run-week8 run-final demo-week6 demo-week8 \
+        steps step $(addprefix start-,$(WEEKS)) $(addprefix grade-,$(WEEKS)) \
         test test-week5 test-week6 test-week7 test-week8 test-shared test-final \
         check format diff-week6 diff-week7 diff-week8 bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@printf "  \033[36m%-12s\033[0m %s\n" start-weekN "create my/weekN to build week N yourself (week5..week8, final)" \
+		grade-weekN "grade my/weekN with the tests the reference week passes"
 
 install: $(VENV)/.installed ## create .venv and install the pinned dependencies (idempotent)
 
@@ -52,6 +58,28 @@ run-final: install ## the final project (port 8000, WORKERS=n)
 demo-week6: install ## week 6: time concurrent async, sync and blocking sleeps
 	$(BIN)/python -m week6_async.demo
 
+demo-week8: install ## week 8: time a cached read (HIT) against the store (MISS)
+	$(BIN)/python -m week8_redis.demo
+
+steps: ## list the small runnable step of each roadmap day
+	@for f in week*/steps/day*.py; do \
+		printf "  %-18s %s\n" "$$(echo $$f | sed -E 's#^(week[0-9]+)_[a-z]+/steps/(day[0-9]+)_(.*)\.py#\1/\2 \3#' | cut -d' ' -f1)" \
+			"$$(sed -n '1{s/^"""//;s/"""$$//;p;}' $$f)"; \
+	done
+	@echo "Run one: make step STEP=week5/day1"
+
+step: install ## run one step: make step STEP=week5/day1 (make steps lists them)
+	@test -n "$(STEP)" || { echo "usage: make step STEP=week5/day1 (make steps lists them)"; exit 2; }
+	@f=$$(ls $(firstword $(subst /, ,$(STEP)))_*/steps/$(lastword $(subst /, ,$(STEP)))[_.]*py 2>/dev/null | head -1); \
+	test -n "$$f" || { echo "No step $(STEP): make steps lists them."; exit 2; }; \
+	module=$$(echo "$${f%.py}" | tr / .); echo "python -m $$module"; $(BIN)/python -m $$module
+
+$(addprefix start-,$(WEEKS)): start-%: install
+	$(BIN)/python -m learn.start $*
+
+$(addprefix grade-,$(WEEKS)): grade-%: install
+	@$(BIN)/python -m learn.grade $*
+
 test: install ## run every test
 	$(BIN)/pytest
 
@@ -82,14 +110,14 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-diff-week6: ## what week 6 changed in week 5
-	@git diff --no-index week5_crud week6_async || true
+diff-week6: ## what week 6 changed in week 5's app
+	@git diff --no-index week5_crud/app week6_async/app || true
 
-diff-week7: ## what week 7 changed in week 6
-	@git diff --no-index week6_async week7_auth || true
+diff-week7: ## what week 7 changed in week 6's app
+	@git diff --no-index week6_async/app week7_auth/app || true
 
-diff-week8: ## what week 8 changed in week 7
-	@git diff --no-index week7_auth week8_redis || true
+diff-week8: ## what week 8 changed in week 7's app
+	@git diff --no-index week7_auth/app week8_redis/app || true
 
 bench: install ## load-test with wrk; writes bench/results.md
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'

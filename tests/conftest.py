@@ -35,6 +35,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help="run the contract suite for this app only (week5 ... week8, final); repeatable",
     )
+    parser.addoption(
+        "--workspace",
+        default=None,
+        help="run the contract suite over the app in this folder instead, graded as --app",
+    )
 
 
 def missing(what: str) -> None:

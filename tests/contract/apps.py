@@ -4,14 +4,20 @@ Every week keeps the contract of the week before it, so the same tests run over
 all five apps. Only what differs is said here: how to build the app with test
 settings, whether sign-up takes a password and routes need a token (week 7 on),
 and whether it needs Redis (week 8 on).
+
+`--workspace my/week5 --app week5` grades a learner's own app with week 5's tests
+instead (`make grade-week5`). Their app gets the same settings, through environment
+variables, so it needs no `create_app(settings)` of the reference's exact shape.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -56,6 +62,34 @@ class AppUnderTest:
             return main.create_app()  # type: ignore[no-any-return]
         config = importlib.import_module(f"{self.package}.app.config")
         return main.create_app(config.Settings(**self.settings(backing)))  # type: ignore[no-any-return]
+
+    def environment(self, backing: Backing) -> Mapping[str, str]:
+        """The same settings as environment variables, as a learner's app reads them."""
+        return {name.upper(): str(value) for name, value in self.settings(backing).items()}
+
+
+@dataclass(frozen=True)
+class Workspace(AppUnderTest):
+    """A learner's own app in a folder of theirs, graded as the reference week it copies."""
+
+    folder: Path = Path()
+
+    def exists(self) -> bool:
+        return (self.folder / "app" / "main.py").exists()
+
+    def build(self, backing: Backing) -> FastAPI:
+        # The caller has put the settings in the environment: see `environment`.
+        main = importlib.import_module(f"{self.package}.app.main")
+        return main.create_app()  # type: ignore[no-any-return]
+
+
+def workspace(folder: Path, graded_as: AppUnderTest) -> Workspace:
+    """Make the app in `folder` importable under the folder's own name, and describe it."""
+    folder = folder.resolve()
+    if str(folder.parent) not in sys.path:
+        sys.path.insert(0, str(folder.parent))
+    fields = {**vars(graded_as), "name": "yours", "package": folder.name}
+    return Workspace(**fields, folder=folder)
 
 
 def _auth() -> dict[str, Any]:

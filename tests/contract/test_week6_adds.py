@@ -1,11 +1,9 @@
-"""API.md, "Week 6 adds": audit events from background tasks, and the three sleeps."""
+"""docs/contract.md, "Week 6 adds": audit events from background tasks, and the three sleeps."""
 
 import httpx
 import pytest
 
 from tests.contract.conftest import Api
-
-SINCE_WEEK = 6
 
 
 async def read_audit(client: httpx.AsyncClient, api: Api, **params: int) -> list[dict[str, object]]:
@@ -15,6 +13,7 @@ async def read_audit(client: httpx.AsyncClient, api: Api, **params: int) -> list
     return events
 
 
+@pytest.mark.day("week6/day5")
 async def test_each_kind_of_write_records_an_audit_event_newest_first(
     client: httpx.AsyncClient, api: Api
 ) -> None:
@@ -35,6 +34,7 @@ async def test_each_kind_of_write_records_an_audit_event_newest_first(
     ]
 
 
+@pytest.mark.day("week6/day5")
 async def test_an_audit_event_says_what_who_and_when(client: httpx.AsyncClient, api: Api) -> None:
     account = await api.sign_up()
     events = await read_audit(client, api)
@@ -44,6 +44,7 @@ async def test_an_audit_event_says_what_who_and_when(client: httpx.AsyncClient, 
     assert event["at"].endswith(("Z", "+00:00"))
 
 
+@pytest.mark.day("week6/day5")
 @pytest.mark.parametrize("limit", [0, 101, -1])
 async def test_audit_limit_outside_1_to_100_is_422(
     client: httpx.AsyncClient, api: Api, limit: int
@@ -52,12 +53,14 @@ async def test_audit_limit_outside_1_to_100_is_422(
     assert r.status_code == 422, r.text
 
 
+@pytest.mark.day("week6/day5")
 async def test_audit_limit_is_honoured(client: httpx.AsyncClient, api: Api) -> None:
     for _ in range(3):
         await api.sign_up()
     assert len(await read_audit(client, api, limit=2)) == 2
 
 
+@pytest.mark.day("week6/day3")
 @pytest.mark.parametrize("endpoint", ["async-sleep", "sync-sleep", "blocking-sleep"])
 async def test_each_sleep_answers_the_seconds_asked_for(
     client: httpx.AsyncClient, endpoint: str
@@ -67,6 +70,7 @@ async def test_each_sleep_answers_the_seconds_asked_for(
     assert r.json() == {"slept": 0.05}
 
 
+@pytest.mark.day("week6/day3")
 @pytest.mark.parametrize("seconds", ["-0.1", "5.5", "nan", "abc"])
 async def test_sleep_seconds_outside_0_to_5_are_422(
     client: httpx.AsyncClient, seconds: str

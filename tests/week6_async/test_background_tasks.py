@@ -56,7 +56,7 @@ async def test_a_failing_task_is_logged_and_the_response_still_succeeds(
     app: FastAPI, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     class BrokenAuditLog:
-        async def record(self, action: Action, user_id: int) -> None:
+        def record(self, action: Action, user_id: int) -> None:
             raise ConnectionError("audit database unreachable")
 
     app.state.audit = BrokenAuditLog()

@@ -30,9 +30,9 @@ async def validation_error_without_input(
     request: Request, exc: RequestValidationError
 ) -> JSONResponse:
     """FastAPI's 422, minus the rejected values."""
-    # Pydantic puts what it rejected in "input": for a missing field, the whole body. Echoing
-    # it back could leak a secret (from week 7 on, a password), or fail outright on text that
-    # can't be encoded. Where and why is enough.
+    # Pydantic puts what it rejected in "input". Echoing it back can fail outright: a lone
+    # surrogate ("\ud800") is valid JSON but can't be encoded as UTF-8, so FastAPI's default
+    # handler turns such a 422 into a 500. Where and why is enough for the client.
     errors = [{key: error[key] for key in ("type", "loc", "msg")} for error in exc.errors()]
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 

@@ -24,17 +24,19 @@ class AuditLog:
     def __init__(self, keep: int = 1000) -> None:
         self._events: deque[AuditEvent] = deque(maxlen=keep)
 
-    async def record(self, action: Action, user_id: int) -> None:
+    def record(self, action: Action, user_id: int) -> None:
         self._events.appendleft(AuditEvent(action=action, user_id=user_id, at=datetime.now(UTC)))
 
     def newest(self, limit: int) -> list[AuditEvent]:
         return list(self._events)[:limit]
 
 
-async def record_event(audit: AuditLog, action: Action, user_id: int) -> None:
+def record_event(audit: AuditLog, action: Action, user_id: int) -> None:
     """The background task. Its response is already sent, so nobody would see an error:
-    log it with its traceback instead, and never let it escape into the server."""
+    log it with its traceback instead, and never let it escape into the server.
+
+    A plain `def`, as nothing in it waits: FastAPI runs it in the threadpool."""
     try:
-        await audit.record(action, user_id)
+        audit.record(action, user_id)
     except Exception:
         logger.exception("audit event %s for user %s was not recorded", action, user_id)

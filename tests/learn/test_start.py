@@ -1,0 +1,60 @@
+"""`make start-weekN`: a workspace of the learner's own, never overwriting their work."""
+
+from pathlib import Path
+
+import pytest
+
+from learn.course import ROOT, STARTER
+from learn.start import start
+
+
+def test_week5_starts_from_the_starter_not_the_solution(workspaces: Path) -> None:
+    message = start("week5", workspaces)
+    folder = workspaces / "week5"
+    assert "learn/starter/week5" in message
+    for file in ("app/main.py", "app/routers/users.py", "app/schemas.py", "app/db.py"):
+        assert (folder / file).read_text() == (STARTER / "week5" / file).read_text()
+    assert "TODO (week 5, day 2)" in (folder / "app/routers/users.py").read_text()
+
+
+def test_an_existing_workspace_is_never_overwritten(workspaces: Path) -> None:
+    start("week5", workspaces)
+    mine = workspaces / "week5" / "app" / "main.py"
+    mine.write_text("# my own work\n")
+    with pytest.raises(SystemExit, match="already exists"):
+        start("week5", workspaces)
+    assert mine.read_text() == "# my own work\n"
+
+
+def test_the_next_week_starts_from_your_own_previous_week(workspaces: Path) -> None:
+    start("week5", workspaces)
+    mine = workspaces / "week5" / "app" / "routers" / "users.py"
+    mine.write_text(mine.read_text() + "# my own work\n")
+    message = start("week6", workspaces)
+    assert "from " in message
+    assert "week5" in message
+    assert (workspaces / "week6" / "app/routers/users.py").read_text().endswith("# my own work\n")
+    # Week 6's grader sets DB_LATENCY_MS: the settings arrive with the week.
+    config = (workspaces / "week6" / "app" / "config.py").read_text()
+    assert "db_latency_ms: int = 100" in config
+
+
+def test_without_your_previous_week_it_starts_from_the_reference(workspaces: Path) -> None:
+    start("week7", workspaces)
+    folder = workspaces / "week7"
+    reference = ROOT / "week6_async"
+    assert (folder / "app/db.py").read_text() == (reference / "app/db.py").read_text()
+    assert not (folder / "README.md").exists()
+    # Week 6's config gains what week 7's grader passes, once each, inside Settings.
+    config = (folder / "app" / "config.py").read_text()
+    for name in ("jwt_secret", "access_token_minutes", "argon2_time_cost", "argon2_memory_cost"):
+        assert config.count(f"    {name}: ") == 1, config
+    assert config.count("db_latency_ms: ") == 1
+    compile(config, "config.py", "exec")
+
+
+def test_the_final_project_starts_from_week_8(workspaces: Path) -> None:
+    start("final", workspaces)
+    config = (workspaces / "final" / "app" / "config.py").read_text()
+    assert "admin_email: str | None = None" in config
+    assert "redis_url: str" in config
