@@ -202,10 +202,10 @@ def select_ratios(plan: Plan, only: str) -> list[Ratio]:
     if not only:
         return plan.ratios
     wanted = {part.strip().upper() for part in only.split(",") if part.strip()}
-    unknown = wanted - {ratio.id for ratio in plan.ratios}
+    unknown = wanted - {ratio.id.upper() for ratio in plan.ratios}
     if unknown:
         raise SystemExit(f"unknown ratio ids: {', '.join(sorted(unknown))}")
-    return [ratio for ratio in plan.ratios if ratio.id in wanted]
+    return [ratio for ratio in plan.ratios if ratio.id.upper() in wanted]
 
 
 def measurement_order(ratios: list[Ratio]) -> list[str]:
@@ -292,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         apps: dict[str, UvicornApp] = {}
         for name in needed_apps:
             spec = plan.apps[name]
-            app = UvicornApp(name, spec.target, env=spec.env, workers=spec.workers)
+            app = UvicornApp(
+                name, spec.target, env=spec.env, workers=spec.workers, server=spec.server
+            )
             app.start(workdir)
             stack.callback(app.stop)
             apps[name] = app

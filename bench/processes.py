@@ -1,4 +1,4 @@
-"""The servers a benchmark run owns: one private redis-server and the uvicorn apps.
+"""The servers a benchmark run owns: one private redis-server and the apps under test.
 
 Everything listens on 127.0.0.1 on a free port and is stopped when the run ends,
 so the suite never touches a Redis or a server it did not start.
@@ -26,6 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 UVICORN_FLAGS = (
     "--loop", "uvloop",
     "--http", "httptools",
+    "--log-level", "warning",
+    "--no-access-log",
+)  # fmt: skip
+# R8 runs the same app on Granian, with the same event loop and no access log either.
+GRANIAN_FLAGS = (
+    "--interface", "asgi",
+    "--loop", "uvloop",
     "--log-level", "warning",
     "--no-access-log",
 )  # fmt: skip
@@ -95,12 +102,14 @@ class RedisServer:
 
 @dataclass
 class UvicornApp:
-    """One app under test: `python -m uvicorn MODULE:app` with the shared flags."""
+    """One app under test: `python -m uvicorn MODULE:app` with the shared flags
+    (or `python -m granian`, when `server` says so)."""
 
     name: str
     target: str
     env: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
+    server: str = "uvicorn"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -111,6 +120,12 @@ class UvicornApp:
 
     @property
     def args(self) -> list[str]:
+        if self.server == "granian":
+            return [
+                sys.executable, "-m", "granian", *GRANIAN_FLAGS,
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", str(self.workers), self.target,
+            ]  # fmt: skip
         return [
             sys.executable, "-m", "uvicorn", self.target,
             "--host", "127.0.0.1", "--port", str(self.port),

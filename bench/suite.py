@@ -1,5 +1,5 @@
 """What the suite measures: the apps, the measurements (one wrk load each), and the
-ratios R1-R7, P1-P2 built from pairs of measurements.
+ratios R1-R8, P1-P3 built from pairs of measurements.
 
 Placeholders in a load's path and headers are filled in once the apps run:
 `<token>` is an access token and `<user_id>` the id of the user who owns it.
@@ -37,6 +37,7 @@ class AppSpec:
     target: str
     env: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
+    server: str = "uvicorn"  # or "granian" (R8)
     # Apps speaking our API get a user and a token at setup; peers borrow the
     # token of `credentials_from` (they share JWT_SECRET).
     signs_up: bool = False
@@ -221,6 +222,49 @@ def build_plan(
             {**peer_env, "REDIS_PREFIX": "bench:slowapi:"},
             description="slowapi peer",
         ),
+        AppSpec(
+            "floor",
+            "bench.peers.floor:app",
+            {**peer_env, "REDIS_PREFIX": "bench:floor:"},
+            credentials_from="final",
+            description="floor app: PyJWT decode + one Redis GET; /hello + one EVALSHA",
+        ),
+        *[
+            AppSpec(
+                f"limits-{strategy}",
+                "bench.peers.limits_app:app",
+                {
+                    **peer_env,
+                    "REDIS_PREFIX": f"bench:limits-{strategy}:",
+                    "LIMITS_STRATEGY": f"{strategy}-window",
+                },
+                description=f"limits {strategy}-window peer (async Redis storage)",
+            )
+            for strategy in ("moving", "fixed")
+        ],
+        AppSpec(
+            "granian",
+            final_target,
+            final_env(redis_url, secret, "granian", extra_env),
+            server="granian",
+            signs_up=True,
+            description="final app on Granian, memory://",
+        ),
+        AppSpec(
+            "granian-sqlite-w2",
+            final_target,
+            final_env(
+                redis_url,
+                secret,
+                "gw2",
+                extra_env,
+                DATABASE_URL=sqlite.replace("bench.db", "gw2.db"),
+            ),
+            workers=2,
+            server="granian",
+            signs_up=True,
+            description="final app on Granian, SQLite, WORKERS=2",
+        ),
     ]
     if rate_limit_switch is None:
         apps.append(
@@ -339,7 +383,22 @@ def build_plan(
             expect_cache="HIT",
         ),
         Measurement("slowapi/hello", "slowapi", "slowapi GET /hello", hello),
-    ]
+        Measurement("floor/user", "floor", "floor GET /users/{id} (JWT + Redis GET)", cached_get),
+        Measurement("floor/hello", "floor", "floor GET /hello (+ one EVALSHA)", hello),
+        Measurement("limits-moving/hello", "limits-moving", "limits moving window /hello", hello),
+        Measurement("limits-fixed/hello", "limits-fixed", "limits fixed window /hello", hello),
+        Measurement("granian/health", "granian", "Granian final GET /health", health),
+        Measurement(
+            "granian/user", "granian", "Granian final GET /users/{id} (HIT)", cached_get,
+            expect_cache="HIT",
+        ),
+        Measurement("w2/health", "final-sqlite-w2", "WORKERS=2 GET /health", health),
+        Measurement("gw2/health", "granian-sqlite-w2", "Granian WORKERS=2 GET /health", health),
+        Measurement(
+            "gw2/user", "granian-sqlite-w2", "Granian WORKERS=2 GET /users/{id} (HIT)",
+            cached_get, expect_cache="HIT",
+        ),
+    ]  # fmt: skip
     if rate_limit_switch is None:
         measurements += [
             Measurement("bare/hello", "bare", "bare app GET /hello", hello),
@@ -413,6 +472,46 @@ def build_plan(
             "P2", "our rate-limited GET /hello ÷ slowapi (Redis storage)",
             "final/hello", "slowapi/hello", Metric.THROUGHPUT, 1.5,
             meaning="our GCRA limiter against slowapi's",
+        ),
+        Ratio(
+            "R2f", "cached GET /users/{id} ÷ the floor app's (PyJWT decode + one Redis GET)",
+            "final/user", "floor/user", Metric.THROUGHPUT, 0.95,
+            meaning="everything the final project adds to the least a signed-in cached read costs",
+        ),
+        Ratio(
+            "R5f", "rate-limited GET /hello ÷ the floor app's (/hello + one EVALSHA)",
+            "final/hello", "floor/hello", Metric.THROUGHPUT, 0.95,
+            meaning="everything our limiter adds to the one Redis round trip it needs",
+        ),
+        Ratio(
+            "P3", "our rate-limited GET /hello ÷ limits 5 moving window (async Redis)",
+            "final/hello", "limits-moving/hello", Metric.THROUGHPUT, 1.5,
+            meaning="our GCRA against a fair async peer, headers from get_window_stats",
+        ),
+        Ratio(
+            "P3f", "our rate-limited GET /hello ÷ limits 5 fixed window (async Redis)",
+            "final/hello", "limits-fixed/hello", Metric.THROUGHPUT, 1.5,
+            meaning="the same, against limits' cheapest strategy",
+        ),
+        Ratio(
+            "R8", "Granian ÷ uvicorn (uvloop, httptools), final GET /health, 1 worker",
+            "granian/health", "final/health", Metric.THROUGHPUT, 1.3,
+            meaning="what a Rust HTTP server buys on the cheapest route",
+        ),
+        Ratio(
+            "R8u", "Granian ÷ uvicorn, final cached GET /users/{id}, 1 worker",
+            "granian/user", "final/user", Metric.THROUGHPUT, 1.3,
+            meaning="the same on a real signed-in read",
+        ),
+        Ratio(
+            "R8w", "Granian ÷ uvicorn, final GET /health, WORKERS=2 (SQLite)",
+            "gw2/health", "w2/health", Metric.THROUGHPUT, 1.3, by_cpu=False,
+            meaning="the same with two worker processes",
+        ),
+        Ratio(
+            "R8wu", "Granian ÷ uvicorn, final cached GET /users/{id}, WORKERS=2 (SQLite)",
+            "gw2/user", "w2/user", Metric.THROUGHPUT, 1.3, by_cpu=False,
+            meaning="the same on a real signed-in read",
         ),
     ]  # fmt: skip
     return Plan(
