@@ -59,14 +59,29 @@ def test_the_untouched_starter_fails_every_day_without_crashing(workspaces: Path
             "week7/day2",
             id="a tampered token is accepted",
         ),
+        pytest.param(
+            "week8",
+            "app/routers/users.py",
+            "    await cache.invalidate()  # the cached lists lack the new user\n",
+            "",
+            "week8/day3",
+            id="a sign-up leaves the cached lists as they were",
+        ),
     ],
 )
 def test_one_planted_bug_fails_exactly_its_day_and_names_it(
-    week: str, file: str, old: str, new: str, day: str, workspaces: Path
+    week: str,
+    file: str,
+    old: str,
+    new: str,
+    day: str,
+    workspaces: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     folder = copy_of_reference(week, workspaces)
     break_code(folder, file, old, new)
-    result = grade(week, folder)
+    redis_url = request.getfixturevalue("redis_url") if week == "week8" else None
+    result = grade(week, folder, redis_url)
     assert result.code == 1, result.output
     assert result.failing_days == {day}, result.output
     assert f"  {day}: " in result.output  # the failing check is listed under its day

@@ -11,8 +11,8 @@ from fastapi.security import OAuth2PasswordBearer
 
 from .audit import AuditLog
 from .cache import ResponseCache
-from .db import UserRecord, UserStore
-from .schemas import Message
+from .db import UserStore
+from .schemas import Message, UserPublic
 from .security import AccessTokens, InvalidToken, PasswordHasher
 
 # Reads `Authorization: Bearer <token>` (401 when it is missing), and tells the OpenAPI
@@ -60,8 +60,8 @@ Cache = Annotated[ResponseCache, Depends(get_cache)]
 
 
 async def get_current_user(
-    token: Annotated[str, Depends(oauth2_scheme)], tokens: Tokens, store: Store
-) -> UserRecord:
+    token: Annotated[str, Depends(oauth2_scheme)], tokens: Tokens, store: Store, cache: Cache
+) -> UserPublic:
     """The user the bearer token speaks for: 401 unless the token is valid and theirs."""
     # One answer for every failure (expired, forged, ...): either way the client's next
     # step is to log in again. WWW-Authenticate names the credentials that would work.
@@ -74,14 +74,23 @@ async def get_current_user(
         user_id = tokens.user_id(token)
     except InvalidToken:
         raise invalid from None
-    # A valid signature only proves we issued the token: the user may be gone since.
-    user = await store.get(user_id)
-    if user is None:
-        raise invalid
-    return user
+
+    async def load() -> bytes:
+        # A valid signature only proves we issued the token: the user may be gone since.
+        user = await store.get(user_id)
+        if user is None:
+            raise invalid
+        return user.public().model_dump_json().encode()
+
+    # Finding the user is a read too, so it is cached too: a cached GET never waits for
+    # the store. Every write invalidates it like any entry, so after a DELETE the deleted
+    # user's token gets a 401 at once. Its own key, not `users:{id}`: else reading
+    # yourself would say HIT after waiting for the store.
+    body, _ = await cache.get_or_load(f"signed-in:{user_id}", load)
+    return UserPublic.model_validate_json(body)
 
 
-CurrentUser = Annotated[UserRecord, Depends(get_current_user)]
+CurrentUser = Annotated[UserPublic, Depends(get_current_user)]
 
 # For `responses=` on every route that needs a token, so the OpenAPI schema says so.
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {

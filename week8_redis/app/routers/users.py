@@ -9,8 +9,8 @@
 Signing up is open to everyone; every other route needs a token. Anyone signed in
 may read any user, but only change or delete their own account.
 
-Week 8: the two reads answer from the Redis cache when they can (`X-Cache`), and
-every write invalidates it before it answers, so no read after it sees old data.
+Week 8: the two reads answer from the Redis cache when they can (`X-Cache`), and every
+write invalidates the cache before it answers, so no read after it sees old data.
 """
 
 from typing import Annotated, Any
@@ -46,8 +46,29 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": Message, "description": "Another user has this email"}
 }
+CREATED: dict[int | str, dict[str, Any]] = {
+    201: {
+        "headers": {
+            "Location": {
+                "description": "The new user's URL: /users/{id}",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
 FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"model": Message, "description": "Someone else's account"}
+}
+CACHED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "X-Cache": {
+                "description": "HIT: from Redis. MISS: from the store, and now cached. "
+                "BYPASS: from the store, Redis being unusable.",
+                "schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]},
+            }
+        }
+    }
 }
 
 
@@ -74,7 +95,7 @@ async def own_user_id(user_id: UserId, current: CurrentUser, store: Store) -> in
 OwnUserId = Annotated[int, Depends(own_user_id)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+@router.post("", status_code=status.HTTP_201_CREATED, responses={**CREATED, **CONFLICT})
 async def create_user(
     body: UserCreate,
     store: Store,
@@ -98,12 +119,11 @@ async def create_user(
 
 
 # Every signed-in user gets the same answer from the two cached reads, so one cached
-# copy serves them all. (An answer that differs per user, like /users/me, would need
-# the user in its key, or no caching at all.)
+# copy serves them all. (An answer that differs per user would need the user in its key.)
 @router.get(
     "",
     response_model=list[UserPublic],
-    responses=UNAUTHORIZED,
+    responses={**CACHED, **UNAUTHORIZED},
     dependencies=[Depends(get_current_user)],
 )
 async def read_users(
@@ -124,13 +144,13 @@ async def read_users(
 @router.get("/me", responses=UNAUTHORIZED)
 async def read_me(current: CurrentUser) -> UserPublic:
     """The signed-in user: whoever the token speaks for."""
-    return current.public()
+    return current
 
 
 @router.get(
     "/{user_id}",
     response_model=UserPublic,
-    responses={**UNAUTHORIZED, **NOT_FOUND},
+    responses={**CACHED, **UNAUTHORIZED, **NOT_FOUND},
     dependencies=[Depends(get_current_user)],
 )
 async def read_user(user_id: UserId, store: Store, cache: Cache) -> Response:
