@@ -14,12 +14,17 @@ What the week-7 app teaches in its simplest form, made production-grade:
   holds a denylist as the fast path. A Redis that lost its data, restarted from an
   old snapshot, or that this process couldn't write to is refilled from the store
   before it is trusted again; while Redis is unusable the store answers.
+- Sessions end when the account changes (`end_sessions`): a per-user "valid from"
+  mark, durable in the store and mirrored in Redis like the denylist, refuses every
+  token of a session that began before it. A session also has an absolute lifetime
+  (`session_max_days`) that refresh rotation never extends.
 """
 
 import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -27,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import jwt
@@ -70,8 +76,13 @@ class AuthSettings(BaseSettings):
     jwt_secret: SecretStr
     access_token_minutes: int = 15
     refresh_token_days: int = 14
+    # The absolute lifetime of a session, counted from the login that began it.
+    session_max_days: int = 14
     issuer: str = "fastapi-course"
     max_concurrent_hashes: int = 2
+    # Hashes allowed to wait for a thread; past that a caller gets `HashingBusy` at
+    # once, so a burst of sign-ups can't make a login wait for seconds.
+    max_waiting_hashes: int = 8
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536  # KiB
     argon2_parallelism: int = 4
@@ -87,7 +98,36 @@ class AuthSettings(BaseSettings):
         return value
 
 
+def load_or_create_secret(path: Path) -> SecretStr:
+    """The signing secret kept in `path`, created (random, 48 bytes) when it is missing.
+
+    For development without JWT_SECRET: a secret nobody else knows, that every
+    worker and every restart shares. Created atomically (written aside, then
+    hard-linked into place), so of workers starting together one creates it and
+    the others read that one; readable by its owner only.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(48) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, path)  # fails if another process got there first
+        finally:
+            draft.unlink()
+    secret = path.read_text().strip()
+    if len(secret.encode()) < 32:
+        raise ValueError(f"{path} holds no usable secret (under 32 bytes): delete it")
+    return SecretStr(secret)
+
+
 # Passwords -------------------------------------------------------------------
+
+
+class HashingBusy(Exception):
+    """Every hashing thread is busy and the waiting line is full: try again shortly."""
 
 
 def _lower_thread_priority(nice: int) -> None:
@@ -112,6 +152,7 @@ class PasswordHasher:
         memory_cost: int | None = None,
         parallelism: int | None = None,
         max_concurrent: int | None = None,
+        max_waiting: int | None = None,
         nice: int | None = None,
     ) -> None:
         def pick(explicit: int | None, name: str, default: int) -> int:
@@ -132,6 +173,9 @@ class PasswordHasher:
         # (and the pool's size holds it even for a hash whose caller went away).
         slots = pick(max_concurrent, "max_concurrent_hashes", 2)
         self._slots = asyncio.Semaphore(slots)
+        # Running plus waiting: beyond this a hash is refused rather than queued.
+        self._capacity = slots + pick(max_waiting, "max_waiting_hashes", 8)
+        self._pending = 0
         self._threads = ThreadPoolExecutor(
             max_workers=slots,
             thread_name_prefix="argon2",
@@ -145,12 +189,18 @@ class PasswordHasher:
         self._threads.shutdown(wait=False)
 
     async def _in_thread(self, function: Callable[..., _T], *args: str) -> _T:
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._threads, function, *args)
+        if self._pending >= self._capacity:
+            raise HashingBusy
+        self._pending += 1
+        try:
+            async with self._slots:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._threads, function, *args)
+        finally:
+            self._pending -= 1
 
     async def hash(self, password: str) -> str:
-        """Hash a password in a worker thread."""
+        """Hash a password in a worker thread; raises `HashingBusy` when the line is full."""
         return await self._in_thread(self._hash.hash, password)
 
     async def verify(self, password: str, hashed: str | None) -> tuple[bool, str | None]:
@@ -193,6 +243,8 @@ class AccessClaims:
     sid: str
     exp: int
     iat: int
+    # When the login that began this session read the credentials (epoch seconds, a float).
+    auth_time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +257,8 @@ class RefreshClaims:
     sid: str
     exp: int
     iat: int
+    # When the login that began this session read the credentials (epoch seconds, a float).
+    auth_time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +294,16 @@ class TokenStore(Protocol):
 
     async def access_revoked(self, jti: str) -> bool: ...
 
+    async def end_sessions(self, user_id: str, at: datetime) -> None:
+        """Sessions of `user_id` that began before `at` are over (the latest mark wins)."""
+        ...
+
+    async def sessions_valid_from(self, user_id: str) -> datetime | None: ...
+
+    async def session_marks(self, since: datetime) -> list[tuple[str, datetime]]:
+        """Every mark set after `since` (older ones outlived every session they ended)."""
+        ...
+
 
 class MemoryTokenStore:
     """A `TokenStore` in this process's memory: for `memory://` and tests.
@@ -252,6 +316,7 @@ class MemoryTokenStore:
         self._refresh: dict[str, tuple[str, str, datetime, bool]] = {}
         self._revoked_families: set[str] = set()
         self._revoked_access: dict[str, datetime] = {}
+        self._valid_from: dict[str, datetime] = {}
 
     async def add_refresh(self, jti: str, family: str, user_id: str, expires_at: datetime) -> None:
         self._refresh[jti] = (family, user_id, expires_at, False)
@@ -283,16 +348,30 @@ class MemoryTokenStore:
     async def access_revoked(self, jti: str) -> bool:
         return jti in self._revoked_access
 
+    async def end_sessions(self, user_id: str, at: datetime) -> None:
+        current = self._valid_from.get(user_id)
+        self._valid_from[user_id] = at if current is None else max(current, at)
+
+    async def sessions_valid_from(self, user_id: str) -> datetime | None:
+        return self._valid_from.get(user_id)
+
+    async def session_marks(self, since: datetime) -> list[tuple[str, datetime]]:
+        return [(user, at) for user, at in self._valid_from.items() if at > since]
+
 
 RoleLookup = Callable[[str], Awaitable[str | None]]
+SubjectLookup = Callable[[str], Awaitable[bool]]
 
 
 class TokenService:
     """Issues, decodes, rotates and revokes tokens.
 
     `redis` may be None (no fast path: the store answers every revocation check).
-    Keys: `{prefix}auth:ready`, `{prefix}auth:deny:{jti}`, `{prefix}auth:family:{sid}`;
-    never a raw token, and each with a TTL.
+    Keys: `{prefix}auth:ready`, `{prefix}auth:deny:{jti}`, `{prefix}auth:family:{sid}`,
+    `{prefix}auth:user:{sub}` (sessions valid from); never a raw token, each with a TTL.
+
+    `subject_exists(sub)`, when given, is asked once per user and process whether a
+    token's `sub` still names someone; after that, deletion is the session mark's job.
     """
 
     def __init__(
@@ -306,6 +385,9 @@ class TokenService:
         marker_seconds: int = 3600,
         repair_interval: float = 0.2,
         verified_tokens: int = 4096,
+        subject_exists: SubjectLookup | None = None,
+        on_circuit_change: Callable[[bool], None] | None = None,
+        on_reuse: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -313,18 +395,27 @@ class TokenService:
         self.prefix = prefix
         self.access_seconds = settings.access_token_minutes * 60
         self.refresh_seconds = settings.refresh_token_days * 86400
+        self.session_seconds = settings.session_max_days * 86400
         self._secret = settings.jwt_secret.get_secret_value()
         self._issuer = settings.issuer
         self._jwt = jwt.PyJWT()
         self._verified: dict[str, AccessClaims] = {}
         self._verified_max = verified_tokens
-        self._required = ["exp", "iat", "sub", "jti", "typ", "iss", "sid", "role"]
+        self._subject_exists = subject_exists
+        # Users this process has seen exist, and tokens it has found revoked: both
+        # bounded like `_verified`, and both only ever trusted in the safe direction.
+        self._known_subjects: dict[str, None] = {}
+        self._refused: dict[str, None] = {}
+        self._required = ["exp", "iat", "sub", "jti", "typ", "iss", "sid", "role", "auth_time"]
         self._ready_key = f"{prefix}auth:ready"
         self._deny_prefix = f"{prefix}auth:deny:"
         self._family_prefix = f"{prefix}auth:family:"
+        self._user_prefix = f"{prefix}auth:user:"
         self._marker_seconds = marker_seconds
         self._repair_interval = repair_interval
-        self._circuit = RedisCircuit(circuit_cooldown)
+        self._circuit = RedisCircuit(circuit_cooldown, on_change=on_circuit_change)
+        # Told each time a spent refresh token comes back (metrics, alerts).
+        self._on_reuse = on_reuse
         self._watch = redis_watch(redis)
         self._generation = self._watch.generation if self._watch is not None else 0
         # The marker value this process last verified or wrote; None = verify first.
@@ -336,7 +427,9 @@ class TokenService:
         self._missed_revocations = 0
         self._sync = OneAtATime(self._synchronise)
         self._repair: asyncio.Task[None] | None = None
-        self._reads: Batcher[tuple[str, str], tuple[bytes | None, ...]] = Batcher(self._read_batch)
+        self._reads: Batcher[tuple[str, str, str], tuple[bytes | None, ...]] = Batcher(
+            self._read_batch
+        )
 
     async def aclose(self) -> None:
         """Stop the background repair task, if one is running."""
@@ -348,18 +441,33 @@ class TokenService:
 
     # issuing and decoding ----------------------------------------------------
 
-    async def issue(self, user_id: str, role: str) -> TokenPair:
-        """Start a new session (refresh family) and hand out its first pair."""
-        return await self._issue_pair(user_id, role, uuid.uuid4().hex)
+    async def issue(self, user_id: str, role: str, *, auth_time: float | None = None) -> TokenPair:
+        """Start a new session (refresh family) and hand out its first pair.
 
-    async def _issue_pair(self, user_id: str, role: str, family: str) -> TokenPair:
+        `auth_time`: when the login read the credentials it checked (`time.time()`
+        before the store lookup), default now. A password change that lands while a
+        login with the old one is still hashing then ends that session too.
+        """
+        started = time.time() if auth_time is None else auth_time
+        return await self._issue_pair(user_id, role, uuid.uuid4().hex, started)
+
+    async def _issue_pair(
+        self, user_id: str, role: str, family: str, auth_time: float
+    ) -> TokenPair:
         now = int(time.time())
-        access = self._encode(ACCESS, user_id, role, family, now, now + self.access_seconds)
+        # Neither token outlives the session: rotation never pushes its end further.
+        session_end = int(auth_time) + self.session_seconds
+        if session_end <= now:
+            raise InvalidToken("session expired: log in again")
+        access_exp = min(now + self.access_seconds, session_end)
+        access = self._encode(ACCESS, user_id, role, family, now, access_exp, auth_time)
         refresh_jti = uuid.uuid4().hex
-        refresh_exp = now + self.refresh_seconds
-        refresh = self._encode(REFRESH, user_id, role, family, now, refresh_exp, refresh_jti)
+        refresh_exp = min(now + self.refresh_seconds, session_end)
+        refresh = self._encode(
+            REFRESH, user_id, role, family, now, refresh_exp, auth_time, refresh_jti
+        )
         await self.store.add_refresh(refresh_jti, family, user_id, _utc(refresh_exp))
-        return TokenPair(access, refresh, self.access_seconds)
+        return TokenPair(access, refresh, access_exp - now)
 
     def _encode(
         self,
@@ -369,6 +477,7 @@ class TokenService:
         sid: str,
         iat: int,
         exp: int,
+        auth_time: float,
         jti: str | None = None,
     ) -> str:
         payload = {
@@ -380,6 +489,7 @@ class TokenService:
             "typ": typ,
             "iat": iat,
             "exp": exp,
+            "auth_time": auth_time,
         }
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
@@ -402,6 +512,16 @@ class TokenService:
         for name in ("exp", "iat"):
             if not isinstance(payload.get(name), int):
                 raise InvalidToken(f"claim {name} must be an integer")
+        auth_time = payload["auth_time"]
+        if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+            raise InvalidToken("claim auth_time must be a number")
+        # A correctly signed token that promises more than this server hands out (a
+        # leaked secret's forgery, or a config since made stricter) is refused.
+        lifetime = self.access_seconds if typ == ACCESS else self.refresh_seconds
+        if payload["exp"] - payload["iat"] > lifetime:
+            raise InvalidToken("token lifetime longer than allowed")
+        if not auth_time <= payload["iat"] + 1 or payload["exp"] > auth_time + self.session_seconds:
+            raise InvalidToken("token outlives its session")
         return payload
 
     def decode_access(self, token: str) -> AccessClaims:
@@ -418,7 +538,9 @@ class TokenService:
             self._verified.pop(token, None)
             raise InvalidToken("Signature has expired")
         p = self._decode(token, ACCESS)
-        claims = AccessClaims(p["sub"], p["role"], p["jti"], p["sid"], p["exp"], p["iat"])
+        claims = AccessClaims(
+            p["sub"], p["role"], p["jti"], p["sid"], p["exp"], p["iat"], float(p["auth_time"])
+        )
         if len(self._verified) >= self._verified_max:
             self._verified.pop(next(iter(self._verified)))  # the oldest
         self._verified[token] = claims
@@ -427,7 +549,9 @@ class TokenService:
     def decode_refresh(self, token: str) -> RefreshClaims:
         """Verify a refresh token; raises InvalidToken (an access token is refused)."""
         p = self._decode(token, REFRESH)
-        return RefreshClaims(p["sub"], p["role"], p["jti"], p["sid"], p["exp"], p["iat"])
+        return RefreshClaims(
+            p["sub"], p["role"], p["jti"], p["sid"], p["exp"], p["iat"], float(p["auth_time"])
+        )
 
     def claims_from_scope(self, scope: Scope) -> AccessClaims | None:
         """The verified (not revocation-checked) claims of the request's bearer token.
@@ -447,6 +571,17 @@ class TokenService:
         state["access_claims"] = claims
         return claims
 
+    def subject_of(self, scope: Scope) -> str | None:
+        """The `sub` of the request's valid token, unless this process found it revoked.
+
+        What a rate limiter keys on: a replayed logged-out token then spends its
+        sender's address budget, not the budget of the user it names.
+        """
+        claims = self.claims_from_scope(scope)
+        if claims is None or claims.jti in self._refused:
+            return None
+        return claims.sub
+
     # rotation ----------------------------------------------------------------
 
     async def refresh(self, refresh_token: str, *, role_of: RoleLookup | None = None) -> TokenPair:
@@ -459,8 +594,14 @@ class TokenService:
         claims = self.decode_refresh(refresh_token)
         if await self.store.family_revoked(claims.sid):
             raise InvalidToken("session revoked")
+        valid_from = await self.store.sessions_valid_from(claims.sub)
+        if valid_from is not None and claims.auth_time < valid_from.timestamp():
+            await self.revoke_family(claims.sid)
+            raise InvalidToken("session ended by an account change")
         outcome = await self.store.use_refresh(claims.jti)
         if outcome == "reused":
+            if self._on_reuse is not None:
+                self._on_reuse()
             await self.revoke_family(claims.sid)
             raise InvalidToken("refresh token reused: session revoked")
         if outcome != "ok":
@@ -472,12 +613,13 @@ class TokenService:
                 await self.revoke_family(claims.sid)
                 raise InvalidToken("user no longer exists")
             role = current
-        return await self._issue_pair(claims.sub, role, claims.sid)
+        return await self._issue_pair(claims.sub, role, claims.sid, claims.auth_time)
 
     # revocation --------------------------------------------------------------
 
     async def logout(self, claims: AccessClaims, refresh_token: str | None) -> None:
         """End the session: the access token, its family and the refresh token stop working."""
+        _remember(self._refused, claims.jti, self._verified_max)
         await self.store.revoke_access(claims.jti, _utc(claims.exp))
         await self._deny_in_redis(self._deny_prefix + claims.jti, claims.exp - int(time.time()))
         await self.revoke_family(claims.sid)
@@ -497,12 +639,25 @@ class TokenService:
         await self.store.revoke_access(FAMILY_PREFIX + family, _utc(until))
         await self._deny_in_redis(self._family_prefix + family, self.access_seconds)
 
-    async def _deny_in_redis(self, key: str, seconds: int) -> None:
+    async def end_sessions(self, user_id: str) -> None:
+        """End every session of `user_id` that began before now (password, role, deletion).
+
+        Call it after the change is stored. Durable first, then mirrored in Redis, where
+        every worker's next request reads it in the round trip it already makes.
+        """
+        at = datetime.now(UTC)
+        await self.store.end_sessions(user_id, at)
+        # After session_seconds every session the mark could end is over anyway.
+        await self._deny_in_redis(
+            self._user_prefix + user_id, self.session_seconds, repr(at.timestamp()).encode()
+        )
+
+    async def _deny_in_redis(self, key: str, seconds: int, value: bytes = b"1") -> None:
         if self.redis is None or seconds <= 0:
             return
         if self._circuit.allows():
             try:
-                await self.redis.set(key, b"1", ex=seconds)
+                await self.redis.set(key, value, ex=seconds)
                 return
             except REDIS_ERRORS:
                 self._lost_redis()
@@ -520,14 +675,31 @@ class TokenService:
         claims = self.claims_from_scope(scope)
         if claims is None or self._marker is None or self.redis is None:
             return []
-        return [self._ready_key, self._deny_prefix + claims.jti, self._family_prefix + claims.sid]
+        return [
+            self._ready_key,
+            self._deny_prefix + claims.jti,
+            self._family_prefix + claims.sid,
+            self._user_prefix + claims.sub,
+        ]
 
     async def is_revoked(self, claims: AccessClaims, *, scope: Scope | None = None) -> bool:
-        """True when the token was revoked: one MGET on Redis, else the durable store.
+        """True when the token no longer works: revoked, its session ended, or its user gone.
 
-        With `scope`, values already read for this request (`peek_keys`, carried by
-        the rate limiter's round trip) are used instead of a round trip of its own.
+        One MGET on Redis, else the durable store. With `scope`, values already read
+        for this request (`peek_keys`, carried by the rate limiter's round trip) are
+        used instead of a round trip of its own.
         """
+        revoked = await self._revoked(claims, scope)
+        if not revoked and claims.sub not in self._known_subjects:
+            if self._subject_exists is not None and not await self._subject_exists(claims.sub):
+                revoked = True
+            else:
+                _remember(self._known_subjects, claims.sub, self._verified_max)
+        if revoked:
+            _remember(self._refused, claims.jti, self._verified_max)
+        return revoked
+
+    async def _revoked(self, claims: AccessClaims, scope: Scope | None) -> bool:
         redis = self.redis
         if redis is None or not self._circuit.allows():
             return await self._revoked_in_store(claims)
@@ -538,16 +710,20 @@ class TokenService:
             return await self._revoked_in_store(claims)
         deny_key = self._deny_prefix + claims.jti
         family_key = self._family_prefix + claims.sid
+        user_key = self._user_prefix + claims.sub
         peeked = scope.get("state", {}).get(PEEK_STATE) if scope is not None else None
-        if peeked is not None and deny_key in peeked and family_key in peeked:
-            ready, denied, family = (
+        if peeked is not None and user_key in peeked and deny_key in peeked:
+            ready, denied, family, valid_from = (
                 peeked.get(self._ready_key),
                 peeked[deny_key],
-                peeked[family_key],
+                peeked.get(family_key),
+                peeked[user_key],
             )
         else:
             try:
-                ready, denied, family = await self._reads.submit((deny_key, family_key))
+                ready, denied, family, valid_from = await self._reads.submit(
+                    (deny_key, family_key, user_key)
+                )
             except REDIS_ERRORS:
                 self._lost_redis()
                 return await self._revoked_in_store(claims)
@@ -557,23 +733,32 @@ class TokenService:
             # Redis lost its data or is another server now: the store decides until refilled.
             self._marker = None
             return await self._revoked_in_store(claims)
-        return denied is not None or family is not None
+        return (
+            denied is not None
+            or family is not None
+            or (valid_from is not None and claims.auth_time < float(valid_from))
+        )
 
-    async def _read_batch(self, items: list[tuple[str, str]]) -> list[tuple[bytes | None, ...]]:
+    async def _read_batch(
+        self, items: list[tuple[str, str, str]]
+    ) -> list[tuple[bytes | None, ...]]:
         """One MGET for every revocation check of this loop iteration (the marker once)."""
         redis = self.redis
         assert redis is not None
         keys = [self._ready_key]
-        for deny_key, family_key in items:
-            keys += (deny_key, family_key)
+        for item in items:
+            keys += item
         values: list[Any] = await redis.mget(keys)
         ready = values[0]
-        return [(ready, values[i], values[i + 1]) for i in range(1, len(values), 2)]
+        return [(ready, *values[i : i + 3]) for i in range(1, len(values), 3)]
 
     async def _revoked_in_store(self, claims: AccessClaims) -> bool:
-        return await self.store.access_revoked(claims.jti) or await self.store.family_revoked(
+        if await self.store.access_revoked(claims.jti) or await self.store.family_revoked(
             claims.sid
-        )
+        ):
+            return True
+        valid_from = await self.store.sessions_valid_from(claims.sub)
+        return valid_from is not None and claims.auth_time < valid_from.timestamp()
 
     def _lost_redis(self) -> None:
         self._marker = None
@@ -611,7 +796,13 @@ class TokenService:
     async def _refill(self, redis: Redis, run_id: bytes) -> None:
         now = datetime.now(UTC)
         revoked = await self.store.revoked_access(now)
+        marks = await self.store.session_marks(_utc(int(now.timestamp()) - self.session_seconds))
         async with redis.pipeline(transaction=False) as pipe:
+            for user_id, at in marks:
+                if at.tzinfo is None:
+                    at = at.replace(tzinfo=UTC)
+                seconds = int(at.timestamp() + self.session_seconds - now.timestamp()) + 1
+                pipe.set(self._user_prefix + user_id, repr(at.timestamp()).encode(), ex=seconds)
             for jti, expires_at in revoked:
                 if expires_at.tzinfo is None:  # SQLite hands back naive UTC datetimes
                     expires_at = expires_at.replace(tzinfo=UTC)
@@ -626,7 +817,11 @@ class TokenService:
             # The marker goes last: a reader that sees it sees the whole denylist.
             pipe.set(self._ready_key, run_id, ex=self._marker_seconds)
             await pipe.execute()
-        logger.info("token denylist refilled from the store (%d entries)", len(revoked))
+        logger.info(
+            "token denylist refilled from the store (%d entries, %d session marks)",
+            len(revoked),
+            len(marks),
+        )
 
     def _schedule_repair(self) -> None:
         # Other processes may trust Redis as soon as it answers: refill it as soon
@@ -645,6 +840,12 @@ class TokenService:
 
 def _utc(timestamp: int) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _remember(seen: dict[str, None], key: str, limit: int) -> None:
+    if len(seen) >= limit:
+        seen.pop(next(iter(seen)))  # the oldest
+    seen[key] = None
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -740,6 +941,7 @@ __all__ = [
     "AccessClaims",
     "AuthSettings",
     "BearerClaims",
+    "HashingBusy",
     "InvalidToken",
     "MemoryTokenStore",
     "PasswordHasher",
@@ -750,5 +952,6 @@ __all__ = [
     "app_state_tokens",
     "bearer_claims_dependency",
     "bearer_token",
+    "load_or_create_secret",
     "require_role",
 ]

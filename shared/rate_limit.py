@@ -96,7 +96,7 @@ return out
 
 
 class RateLimitSettings(BaseSettings):
-    """Limits as `<count>/<second|minute|hour>` (env: RATE_LIMIT, LOGIN_RATE_LIMIT)."""
+    """Limits as `<count>/<second|minute|hour>` (env: RATE_LIMIT, LOGIN_RATE_LIMIT, ...)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", extra="ignore", validate_by_name=True, validate_by_alias=True
@@ -104,6 +104,9 @@ class RateLimitSettings(BaseSettings):
 
     default: str = Field("60/minute", validation_alias="RATE_LIMIT")
     login: str = Field("5/minute", validation_alias="LOGIN_RATE_LIMIT")
+    # Per account, whatever the address: rotating addresses buys no extra guesses.
+    login_account: str = Field("10/hour", validation_alias="LOGIN_ACCOUNT_RATE_LIMIT")
+    signup: str = Field("5/minute", validation_alias="SIGNUP_RATE_LIMIT")
     fail_open: bool = Field(True, validation_alias="RATE_LIMIT_FAIL_OPEN")
 
 
@@ -264,12 +267,13 @@ class RateLimiter:
         *,
         fail_open: bool = True,
         circuit_cooldown: float = 1.0,
+        on_circuit_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.fail_open = fail_open
         self.local = LocalLimiter()
-        self._circuit = RedisCircuit(circuit_cooldown)
+        self._circuit = RedisCircuit(circuit_cooldown, on_change=on_circuit_change)
         self._sha = hashlib.sha1(GCRA_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._batcher: Batcher[_Hit, list[Any]] = Batcher(self._run_batch)
         self._args: dict[tuple[Policy, ...], list[int | float]] = {}
@@ -406,6 +410,7 @@ class RateLimitMiddleware:
         principal: Callable[[Scope], str | None] | None = None,
         render_error: ErrorRenderer = json_error,
         peek: Callable[[Scope], Sequence[str]] | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
     ) -> None:
         self.app = app
         self.route_limit = route_limit
@@ -413,6 +418,8 @@ class RateLimitMiddleware:
         self.principal = principal
         self.render_error = render_error
         self.peek = peek
+        # Told every decision (metrics: allowed, limited, answered by the fallback).
+        self.on_decision = on_decision
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -427,6 +434,8 @@ class RateLimitMiddleware:
         identity = f"user:{who}" if who else f"ip:{client_address(scope)}"
         peek = self.peek(scope) if self.peek is not None else ()
         decision = await limiter.hit(identity, rule.policies, fail_open=rule.fail_open, peek=peek)
+        if self.on_decision is not None:
+            self.on_decision(decision)
         if peek and decision.peeked is not None:
             scope.setdefault("state", {})[PEEK_STATE] = dict(
                 zip(peek, decision.peeked, strict=True)

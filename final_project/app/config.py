@@ -1,22 +1,29 @@
 """Every setting of the final project, read from the environment (and `.env`).
 
-The names are the contract in shared/API.md; README.md has the table. Each
-shared module keeps its own settings class; `main.py` builds them from this one,
-so this file is the single place an operator looks.
+The names are the contract in docs/contract.md; README.md has the table. Each
+shared module keeps its own settings class; `services.py` builds them from this
+one, so this file is the single place an operator looks.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Used only in development when JWT_SECRET is unset, so tokens keep working across
-# workers and restarts. It is public (it is in this file), so production refuses it.
-DEVELOPMENT_JWT_SECRET = "development-only-jwt-secret-do-not-use-in-production"  # noqa: S105
+# Secrets printed in this repository (the week 7-8 lessons' development default, and
+# the one this app used to fall back to): anyone can sign tokens with them.
+PUBLIC_SECRETS = frozenset(
+    {
+        "development-only-secret-set-JWT_SECRET-before-deploying",
+        "development-only-jwt-secret-do-not-use-in-production",
+    }
+)
 MIN_SECRET_BYTES = 32
+LOCAL_HOSTS = ["localhost", "127.0.0.1", "::1"]
 
 
 class Settings(BaseSettings):
@@ -27,32 +34,51 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
     refresh_token_days: int = Field(default=14, ge=1, le=365)
+    session_max_days: int = Field(default=14, ge=1, le=365)
 
     redis_url: str = "redis://localhost:6379/0"
     redis_prefix: str = "final:"
     cache_ttl_seconds: int = Field(default=60, ge=1)
     rate_limit: str = "60/minute"
     login_rate_limit: str = "5/minute"
+    login_account_rate_limit: str = "10/hour"
+    signup_rate_limit: str = "5/minute"
     # False: no rate-limit middleware at all (behind a gateway that limits, or to measure it).
     rate_limit_enabled: bool = True
 
     database_url: str = "sqlite+aiosqlite:///./data/final.db"
+    # Where the generated JWT secret lives when JWT_SECRET is unset (outside production).
+    data_dir: Path = Path("data")
     db_latency_ms: int = Field(default=100, ge=0)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # /users and /auth take a few short fields: a bigger body is an attack, not a user.
+    max_json_body_bytes: int = Field(default=16 * 1024, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
+    allowed_hosts: Annotated[list[str], NoDecode] = LOCAL_HOSTS
 
     admin_email: str | None = None
     admin_password: SecretStr | None = None
 
     log_level: str = "INFO"
+    # Prometheus at GET /metrics: off unless switched on; a scraper then sends
+    # `Authorization: Bearer <METRICS_TOKEN>`, unless METRICS_PUBLIC lets anyone in
+    # (only where the network already keeps the world out).
+    metrics_enabled: bool = False
+    metrics_token: SecretStr | None = None
+    metrics_public: bool = False
+    # FastAPI's own OpenTelemetry spans, sent to OTEL_EXPORTER_OTLP_ENDPOINT (OTLP over
+    # HTTP); needs the `tracing` extra: pip install -c constraints.txt -e '.[tracing]'.
+    tracing_enabled: bool = False
 
     # Argon2 cost. The defaults are pwdlib's recommended ones; tests lower them.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
+    # Hashes that may wait for one of the two hashing threads; past that, a fast 503.
+    max_waiting_hashes: int = Field(default=8, ge=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def split_origins(cls, value: object) -> object:
         # CORS_ORIGINS=https://a.example,https://b.example reads naturally in a shell.
@@ -60,7 +86,9 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("rate_limit", "login_rate_limit")
+    @field_validator(
+        "rate_limit", "login_rate_limit", "login_account_rate_limit", "signup_rate_limit"
+    )
     @classmethod
     def rate_format(cls, value: str) -> str:
         count, sep, period = value.partition("/")
@@ -78,11 +106,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def metrics_need_a_token_or_public(self) -> Settings:
+        # Enabled with neither would answer every scrape 401: say so at start-up instead.
+        if self.metrics_enabled and self.metrics_token is None and not self.metrics_public:
+            raise ValueError("METRICS_ENABLED needs METRICS_TOKEN, or METRICS_PUBLIC=true")
+        return self
+
+    @model_validator(mode="after")
     def production_needs_a_real_secret(self) -> Settings:
         # Raising here stops uvicorn before it serves a single request: a
         # production server signing tokens with a known key is worse than none.
         if self.app_env == "production" and (
-            self.jwt_secret is None or self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+            self.jwt_secret is None or self.jwt_secret.get_secret_value() in PUBLIC_SECRETS
         ):
             raise ValueError(
                 "APP_ENV=production needs JWT_SECRET: a random value of at least "
@@ -92,11 +127,9 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def uses_development_secret(self) -> bool:
-        return self.jwt_secret is None
-
-    def signing_secret(self) -> SecretStr:
-        return self.jwt_secret or SecretStr(DEVELOPMENT_JWT_SECRET)
+    def jwt_secret_file(self) -> Path:
+        """Where the secret made for development lives (used only without JWT_SECRET)."""
+        return self.data_dir / "jwt_secret"
 
 
 def check() -> None:

@@ -6,6 +6,7 @@ every request, which costs more than the work it does here.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
@@ -14,14 +15,10 @@ from shared.auth import AccessClaims, TokenService, bearer_claims_dependency, re
 
 from .config import Settings as AppSettings
 from .services import Services as AppServices
+from .services import user_id_of
 from .store import UserRecord, UserStore
 
 MAX_ID = 2**63 - 1
-
-
-def user_id_of(sub: str) -> int | None:
-    """The user id in a token's `sub`, or None when it is not one of ours."""
-    return int(sub) if sub.isascii() and sub.isdigit() and len(sub) <= 19 else None
 
 
 def services_of(request: Request) -> AppServices:
@@ -60,8 +57,9 @@ def unauthorized(detail: str) -> HTTPException:
 # The revocation check reuses the keys the rate limiter read in its round trip.
 bearer_claims = bearer_claims_dependency(tokens_of)
 # Signed claims only, no database call: enough to read, and what keeps a cached GET cheap.
+# A password, role or account change ends the token's session (TokenService.end_sessions),
+# so the claims never outlive the account they describe.
 Claims = Annotated[AccessClaims, Depends(bearer_claims)]
-# The role claim is signed; it can lag a role change by one access-token lifetime.
 AdminClaims = Annotated[AccessClaims, Depends(require_role("admin", claims=bearer_claims))]
 
 
@@ -90,3 +88,21 @@ async def editable_user(user_id: UserId, me: CurrentUser, store: Store) -> UserR
 
 
 EditableUser = Annotated[UserRecord, Depends(editable_user)]
+
+
+async def spend_password_attempt(services: AppServices, email: str) -> None:
+    """Count a password check against its account's budget (LOGIN_ACCOUNT_RATE_LIMIT): 429 past it.
+
+    Per account, whatever the client address: rotating X-Forwarded-For or addresses
+    buys no extra guesses. Keyed on a digest, so no email is written to Redis.
+    """
+    if not services.settings.rate_limit_enabled:
+        return
+    account = hashlib.sha256(email.encode()).hexdigest()[:32]
+    decision = await services.limiter.hit(f"account:{account}", (services.login_account_policy,))
+    if not decision.allowed:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="Too many password attempts for this account",
+            headers={"Retry-After": str(decision.retry_after)},
+        )

@@ -21,9 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import Scope
 
+from shared.auth import HashingBusy
 from shared.observability import current_request_id
 
 PROBLEM_JSON = "application/problem+json"
+# A body with thousands of wrong fields must not buy a response thousands of times
+# its size: the first errors tell a client what to fix.
+MAX_FIELD_ERRORS = 20
 
 
 class Problem(BaseModel):
@@ -80,14 +84,15 @@ def problem(
 
 
 def field_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
-    """Keep where and why; drop `input` and `ctx`, which may hold a password (and `type`,
-    whose words, e.g. "string_too_short", could happen to be the rejected value)."""
+    """Keep where and why, for the first `MAX_FIELD_ERRORS`; drop `input` and `ctx`, which
+    may hold a password (and `type`, whose words, e.g. "string_too_short", could happen
+    to be the rejected value)."""
     return [
         {
             "loc": [part if isinstance(part, int) else str(part) for part in error.get("loc", ())],
             "msg": str(error.get("msg", "")),
         }
-        for error in raw
+        for error in raw[:MAX_FIELD_ERRORS]
     ]
 
 
@@ -131,9 +136,18 @@ async def validation_exception_handler(request: Request, exc: Exception) -> Prob
     return validation_problem(field_errors(exc.errors()))
 
 
+async def hashing_busy_handler(request: Request, exc: Exception) -> ProblemResponse:
+    # Refusing at once beats queueing: a client retrying in a second is better off
+    # than one waiting behind every hash of a burst of sign-ups.
+    return problem(
+        503, "Too many password checks at once: try again shortly", headers={"Retry-After": "1"}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
+    app.add_exception_handler(HashingBusy, hashing_busy_handler)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

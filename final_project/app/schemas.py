@@ -1,13 +1,14 @@
 """What the API accepts and returns, kept apart from what the store keeps.
 
-`UserPublic` is the only shape a user leaves the server in: no password, no hash.
-Every input model is closed (`extra="forbid"`), so a client can never set `id`
-or `role` by adding a field the server did not expect.
+A user leaves the server in one of two shapes, neither with a password or hash:
+`UserPublic` (id, name, email, role) for the user themself and for admins, and
+`UserSummary` (id, name) for everyone else. Every input model is closed
+(`extra="forbid"`), so a client can never set `id` or `role` by adding a field
+the server did not expect.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -22,17 +23,17 @@ from pydantic import (
     field_validator,
 )
 
+from shared.identity import hidden_characters, normalize_email
+
 Role = Literal["user", "admin"]
 
-# C0 and C1 control characters (and DEL): invisible in a UI, able to forge log
-# lines or terminal escapes, and never part of a real name.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-
-def _printable(value: object) -> object:
+def _visible(value: object) -> object:
     # Checked before trimming, so "\tMaroof" is refused rather than quietly cleaned.
-    if isinstance(value, str) and _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
+    # Control, format (U+202E, U+200B, ...) and surrogate characters: invisible in a
+    # UI, able to reverse the text around them or forge log lines, never in a name.
+    if isinstance(value, str) and (hidden := hidden_characters(value)):
+        raise ValueError(f"must not contain invisible or control characters ({hidden[0]})")
     return value
 
 
@@ -40,39 +41,49 @@ def _printable(value: object) -> object:
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    BeforeValidator(_printable),
+    BeforeValidator(_visible),
 ]
-# Stored lower-cased, so A@Example.com and a@example.com are one account.
-Email = Annotated[EmailStr, AfterValidator(str.lower)]
+# One account key for every spelling: case, Unicode NFC and IDNA (login does the same).
+Email = Annotated[EmailStr, AfterValidator(normalize_email)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+# Only compared with the stored hash, never stored: any length a password can have.
+CurrentPassword = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class ClosedModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class UserUpdate(ClosedModel):
-    """The whole user-editable representation: what PUT replaces."""
+class UserFields(ClosedModel):
+    """The whole user-editable representation."""
 
     name: Name = Field(examples=["Maroof"])
     email: Email = Field(examples=["maroof@example.com"])
 
 
-class UserCreate(UserUpdate):
+class UserCreate(UserFields):
     """Sign-up. The server chooses the id and the role."""
 
     password: Password = Field(examples=["correct horse battery"])
 
 
+class UserUpdate(UserFields):
+    """What PUT replaces; changing your own email takes `current_password`."""
+
+    current_password: CurrentPassword | None = None
+
+
 class UserPatch(ClosedModel):
-    """Any subset of the editable fields; `role` only for admins."""
+    """Any subset of the editable fields; `role` only for admins. Changing your own
+    `password` or `email` takes `current_password`."""
 
     name: Name | None = None
     email: Email | None = None
     password: Password | None = None
     role: Role | None = None
+    current_password: CurrentPassword | None = None
 
-    @field_validator("name", "email", "password", "role", mode="before")
+    @field_validator("name", "email", "password", "role", "current_password", mode="before")
     @classmethod
     def not_null(cls, value: object) -> object:
         # Leaving a field out means "keep it"; null would mean "erase it", which a user can't.
@@ -81,8 +92,15 @@ class UserPatch(ClosedModel):
         return value
 
 
+class UserSummary(BaseModel):
+    """Another user, as a non-admin sees them."""
+
+    id: int = Field(examples=[1])
+    name: str = Field(examples=["Maroof"])
+
+
 class UserPublic(BaseModel):
-    """A user as the API shows it."""
+    """A user as they themself and admins see them."""
 
     id: int = Field(examples=[1])
     name: str = Field(examples=["Maroof"])
@@ -110,6 +128,9 @@ class AuditEvent(BaseModel):
         examples=["user.created"]
     )
     user_id: int = Field(examples=[1])
+    actor_id: int | None = Field(
+        examples=[1], description="who made the change; null for events older than this field"
+    )
     at: datetime
 
 

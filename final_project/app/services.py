@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from shared.auth import AuthSettings, PasswordHasher, TokenService
+from shared.auth import AuthSettings, PasswordHasher, TokenService, load_or_create_secret
 from shared.cache import CacheSettings, ResponseCache
+from shared.identity import normalize_email
+from shared.metrics import Metrics
 from shared.rate_limit import Policy, RateLimiter, parse_rate
 from shared.redis import RedisSettings, create_redis, redis_ready
 
@@ -29,6 +33,8 @@ class Services:
     limiter: RateLimiter
     default_policy: Policy
     login_policy: Policy
+    login_account_policy: Policy
+    signup_policy: Policy
 
     async def aclose(self) -> None:
         try:
@@ -39,8 +45,21 @@ class Services:
             await self.store.close()
 
 
-async def open_services(settings: Settings) -> Services:
-    """Open the store and the Redis client, and build everything that uses them."""
+def user_id_of(sub: str) -> int | None:
+    """The user id in a token's `sub`, or None when it is not one of ours."""
+    return int(sub) if sub.isascii() and sub.isdigit() and len(sub) <= 19 else None
+
+
+async def open_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+    """Open the store and the Redis client, and build everything that uses them.
+
+    `metrics`: told when a module's Redis circuit opens or closes, and of each
+    refresh-token reuse.
+    """
+
+    def circuit(component: str) -> Callable[[bool], None] | None:
+        return metrics.circuit_watcher(component) if metrics is not None else None
+
     store = create_store(settings.database_url, latency_ms=settings.db_latency_ms)
     await store.open()
     redis = create_redis(RedisSettings(url=settings.redis_url, prefix=settings.redis_prefix))
@@ -52,25 +71,45 @@ async def open_services(settings: Settings) -> Services:
             _without_password(settings.redis_url),
         )
     auth = AuthSettings(
-        jwt_secret=settings.signing_secret(),
+        jwt_secret=signing_secret(settings),
         access_token_minutes=settings.access_token_minutes,
         refresh_token_days=settings.refresh_token_days,
+        session_max_days=settings.session_max_days,
         argon2_time_cost=settings.argon2_time_cost,
         argon2_memory_cost=settings.argon2_memory_cost,
         argon2_parallelism=settings.argon2_parallelism,
+        max_waiting_hashes=settings.max_waiting_hashes,
     )
+
+    async def subject_exists(sub: str) -> bool:
+        user_id = user_id_of(sub)
+        return user_id is not None and await store.get_user(user_id) is not None
+
     services = Services(
         settings=settings,
         store=store,
         redis=redis,
         hasher=PasswordHasher(auth),
-        tokens=TokenService(auth, store, redis, settings.redis_prefix),
-        cache=ResponseCache(
-            redis, CacheSettings(ttl_seconds=settings.cache_ttl_seconds), settings.redis_prefix
+        tokens=TokenService(
+            auth,
+            store,
+            redis,
+            settings.redis_prefix,
+            subject_exists=subject_exists,
+            on_circuit_change=circuit("tokens"),
+            on_reuse=metrics.refresh_token_reused if metrics is not None else None,
         ),
-        limiter=RateLimiter(redis, settings.redis_prefix),
+        cache=ResponseCache(
+            redis,
+            CacheSettings(ttl_seconds=settings.cache_ttl_seconds),
+            settings.redis_prefix,
+            on_circuit_change=circuit("cache"),
+        ),
+        limiter=RateLimiter(redis, settings.redis_prefix, on_circuit_change=circuit("rate_limit")),
         default_policy=Policy("default", parse_rate(settings.rate_limit)),
         login_policy=Policy("login", parse_rate(settings.login_rate_limit)),
+        login_account_policy=Policy("login-account", parse_rate(settings.login_account_rate_limit)),
+        signup_policy=Policy("signup", parse_rate(settings.signup_rate_limit)),
     )
     try:
         await create_first_admin(services)
@@ -85,7 +124,7 @@ async def create_first_admin(services: Services) -> None:
     settings = services.settings
     if not settings.admin_email or settings.admin_password is None:
         return
-    email = settings.admin_email.strip().lower()
+    email = normalize_email(settings.admin_email)
     existing = await services.store.get_user_by_email(email)
     if existing is not None:
         if existing.role != "admin":
@@ -101,6 +140,21 @@ async def create_first_admin(services: Services) -> None:
     except EmailTaken:
         return  # another worker created it a moment ago
     logger.info("created the first admin, %s", email)
+
+
+def signing_secret(settings: Settings) -> SecretStr:
+    """JWT_SECRET, else (outside production) the random one kept in the data directory."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret
+    path = settings.jwt_secret_file
+    secret = load_or_create_secret(path)
+    logger.warning(
+        "JWT_SECRET is not set: signing tokens with the random secret kept in %s. "
+        "Every worker and restart on this machine shares it; set JWT_SECRET to run "
+        "anywhere else, or several machines",
+        path.resolve(),
+    )
+    return secret
 
 
 def _without_password(url: str) -> str:

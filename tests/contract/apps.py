@@ -127,6 +127,11 @@ APPS = [
             "admin_email": ADMIN_EMAIL,
             "admin_password": ADMIN_PASSWORD,
             **_redis(b),
+            # The final project's abuse budgets and Host check, opened for the suite.
+            "signup_rate_limit": GENEROUS,
+            "login_account_rate_limit": GENEROUS,
+            "max_waiting_hashes": 100,
+            "allowed_hosts": "test",  # a string: it also goes into the environment
         },
     ),
 ]

@@ -118,6 +118,11 @@ class Api:
             account.headers = await self.log_in(account.user["email"])
         return account
 
+    def changing_credentials(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A body that changes one's own email or password: the final project wants the
+        current password with it."""
+        return {**body, "current_password": PASSWORD} if self.app.week >= 9 else body
+
     async def log_in(self, email: str, password: str = PASSWORD) -> dict[str, str]:
         r = await self.client.post("/auth/token", data={"username": email, "password": password})
         assert r.status_code == 200, r.text

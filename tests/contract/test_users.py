@@ -102,7 +102,7 @@ async def test_invalid_email_is_rejected(client: httpx.AsyncClient, api: Api, em
 async def test_an_email_is_stored_lower_cased(client: httpx.AsyncClient, api: Api) -> None:
     account = await api.sign_up(email="Maroof@Example.COM")
     assert account.user["email"] == "maroof@example.com"
-    body = {"name": "Maroof", "email": "New@Example.com"}
+    body = api.changing_credentials({"name": "Maroof", "email": "New@Example.com"})
     r = await client.put(f"/users/{account.id}", json=body, headers=account.headers)
     assert r.status_code == 200, r.text
     assert r.json()["email"] == "new@example.com"
@@ -232,7 +232,7 @@ async def test_list_accepts_the_extremes_of_a_page(client: httpx.AsyncClient, ap
 @pytest.mark.day("week5/day2")
 async def test_put_replaces_the_user(client: httpx.AsyncClient, api: Api) -> None:
     account = await api.sign_up("Old Name")
-    body = {"name": " New Name ", "email": "new@example.com"}
+    body = api.changing_credentials({"name": " New Name ", "email": "new@example.com"})
     r = await client.put(f"/users/{account.id}", json=body, headers=account.headers)
     assert r.status_code == 200, r.text
     assert public(r.json()) == {"id": account.id, "name": "New Name", "email": "new@example.com"}
@@ -253,7 +253,7 @@ async def test_put_to_a_taken_email_is_409_and_changes_nothing(
 ) -> None:
     other = await api.sign_up(email="taken@example.com")
     account = await api.sign_up("Me")
-    body = {"name": "Me Again", "email": "TAKEN@example.com"}
+    body = api.changing_credentials({"name": "Me Again", "email": "TAKEN@example.com"})
     r = await client.put(f"/users/{account.id}", json=body, headers=account.headers)
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == "Email already registered"
@@ -282,9 +282,8 @@ async def test_patch_changes_only_the_fields_sent(client: httpx.AsyncClient, api
 async def test_patch_to_a_taken_email_is_409(client: httpx.AsyncClient, api: Api) -> None:
     await api.sign_up(email="first@example.com")
     account = await api.sign_up()
-    r = await client.patch(
-        f"/users/{account.id}", json={"email": "First@Example.com"}, headers=account.headers
-    )
+    body = api.changing_credentials({"email": "First@Example.com"})
+    r = await client.patch(f"/users/{account.id}", json=body, headers=account.headers)
     assert r.status_code == 409, r.text
 
 

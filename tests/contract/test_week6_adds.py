@@ -19,7 +19,7 @@ async def test_each_kind_of_write_records_an_audit_event_newest_first(
 ) -> None:
     account = await api.sign_up()
     uid = account.id
-    body = {"name": "Renamed", "email": api.new_email()}
+    body = api.changing_credentials({"name": "Renamed", "email": api.new_email()})
     assert (await client.put(f"/users/{uid}", json=body, headers=account.headers)).is_success
     await client.patch(f"/users/{uid}", json={"name": "Again"}, headers=account.headers)
     await client.delete(f"/users/{uid}", headers=account.headers)

@@ -166,7 +166,8 @@ async def test_changing_the_password_retires_the_old_one(
     account = await api.sign_up()
     email = account.user["email"]
     new = "a brand new passphrase"
-    r = await client.patch(f"/users/{account.id}", json={"password": new}, headers=account.headers)
+    body = api.changing_credentials({"password": new})
+    r = await client.patch(f"/users/{account.id}", json=body, headers=account.headers)
     assert r.status_code == 200, r.text
     assert "password" not in r.json()
     old = await client.post("/auth/token", data={"username": email, "password": PASSWORD})
@@ -192,6 +193,18 @@ async def test_every_response_carries_a_request_id_and_process_time(
         assert re.fullmatch(r"\d+(\.\d+)?", r.headers["x-process-time"]), r.headers
         ids.add(r.headers["x-request-id"])
     assert len(ids) == len(responses)
+
+
+@pytest.mark.day("week7/day6")
+async def test_openapi_documents_the_request_id_and_process_time_of_every_response(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                documented = set(response.get("headers", {}))
+                assert {"X-Request-ID", "X-Process-Time"} <= documented, (method, path, status)
 
 
 @pytest.mark.day("week7/day6")

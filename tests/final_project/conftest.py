@@ -21,7 +21,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from final_project.app.config import Settings
+from final_project.app.config import LOCAL_HOSTS, Settings
 from final_project.app.main import create_app
 
 SECRET = "final-project-tests-secret-0123456789abcdef"
@@ -43,6 +43,10 @@ def settings_for_tests(redis_url: str, redis_prefix: str, **overrides: Any) -> S
         "redis_prefix": redis_prefix,
         "rate_limit": GENEROUS,
         "login_rate_limit": GENEROUS,
+        "login_account_rate_limit": GENEROUS,
+        "signup_rate_limit": GENEROUS,
+        # httpx's ASGI transport sends `Host: test` (base_url below).
+        "allowed_hosts": ["test", *LOCAL_HOSTS],
         "admin_email": ADMIN_EMAIL,
         "admin_password": ADMIN_PASSWORD,
         "log_level": "WARNING",
@@ -153,6 +157,8 @@ def final_env(
         "REDIS_PREFIX": redis_prefix,
         "RATE_LIMIT": GENEROUS,
         "LOGIN_RATE_LIMIT": GENEROUS,
+        "LOGIN_ACCOUNT_RATE_LIMIT": GENEROUS,
+        "SIGNUP_RATE_LIMIT": GENEROUS,
         "ADMIN_EMAIL": ADMIN_EMAIL,
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
         "LOG_LEVEL": "WARNING",

@@ -11,11 +11,23 @@ from final_project.app.main import create_app
 from tests.final_project.conftest import Api, serve_in_process, settings_for_tests
 
 
-async def test_any_signed_in_user_may_read_any_user(client: httpx.AsyncClient, api: Api) -> None:
+async def test_a_user_sees_only_id_and_name_of_others(client: httpx.AsyncClient, api: Api) -> None:
     alice, bob = await api.sign_up("Alice"), await api.sign_up("Bob")
-    r = await client.get(f"/users/{alice.id}", headers=bob.headers)
-    assert r.status_code == 200, r.text
-    assert r.json() == alice.user
+    for _ in range(2):  # the cache MISS, then the HIT
+        r = await client.get(f"/users/{alice.id}", headers=bob.headers)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"id": alice.id, "name": "Alice"}
+        r = await client.get("/users", headers=bob.headers)
+        assert r.status_code == 200, r.text
+        assert {"id": alice.id, "name": "Alice"} in r.json()
+        assert all(set(user) == {"id", "name"} for user in r.json())
+        # Herself, and to an admin, every field.
+        r = await client.get(f"/users/{alice.id}", headers=alice.headers)
+        assert r.json() == alice.user
+    admin = await api.admin()
+    assert (await client.get(f"/users/{alice.id}", headers=admin.headers)).json() == alice.user
+    r = await client.get("/users", headers=admin.headers)
+    assert alice.user in r.json()
 
 
 @pytest.mark.parametrize(
@@ -104,7 +116,7 @@ async def test_a_user_sending_a_role_is_forbidden(
     assert (r.json()["role"], r.json()["name"]) == ("user", "Maroof")
 
 
-async def test_an_admin_may_grant_a_role_which_a_refresh_then_carries(
+async def test_an_admin_may_grant_a_role_which_the_next_login_carries(
     client: httpx.AsyncClient, api: Api
 ) -> None:
     admin, bob = await api.admin(), await api.sign_up("Bob")
@@ -114,22 +126,27 @@ async def test_an_admin_may_grant_a_role_which_a_refresh_then_carries(
     assert r.status_code == 200, r.text
     assert r.json()["role"] == "admin"
 
+    # A role change ends the sessions that carry the old role.
     r = await client.post("/auth/refresh", json={"refresh_token": bob.refresh_token})
-    assert r.status_code == 200, r.text
-    fresh = {"Authorization": f"Bearer {r.json()['access_token']}"}
-    assert (await client.get("/audit", headers=fresh)).status_code == 200
+    assert r.status_code == 401, r.text
+    bob = await api.log_in(bob.email)
+    assert (await client.get("/audit", headers=bob.headers)).status_code == 200
 
 
-async def test_a_demoted_admin_can_no_longer_change_others(
+async def test_a_demoted_admin_loses_audit_and_writes_at_once(
     client: httpx.AsyncClient, api: Api
 ) -> None:
     admin, bob, carol = await api.admin(), await api.sign_up("Bob"), await api.sign_up("Carol")
     await client.patch(f"/users/{bob.id}", headers=admin.headers, json={"role": "admin"})
     bob = await api.log_in(bob.email)
+    assert (await client.get("/audit", headers=bob.headers)).status_code == 200
     await client.patch(f"/users/{bob.id}", headers=admin.headers, json={"role": "user"})
-    # Bob's token still says admin, but writes check the role the store has now.
+    # Bob's token still says admin, but its session ended with the role change.
+    for method, path in [("GET", "/audit"), ("GET", f"/users/{carol.id}"), ("GET", "/users")]:
+        r = await client.request(method, path, headers=bob.headers)
+        assert r.status_code == 401, (path, r.text)
     r = await client.patch(f"/users/{carol.id}", headers=bob.headers, json={"name": "Hacked"})
-    assert r.status_code == 403, r.text
+    assert r.status_code == 401, r.text
 
 
 async def test_audit_is_for_admins_only(client: httpx.AsyncClient, api: Api) -> None:
@@ -140,14 +157,22 @@ async def test_audit_is_for_admins_only(client: httpx.AsyncClient, api: Api) -> 
     assert r.headers["content-type"] == "application/problem+json"
 
 
-async def test_every_write_is_audited_newest_first(client: httpx.AsyncClient, api: Api) -> None:
+async def test_every_write_is_audited_newest_first_with_its_actor(
+    client: httpx.AsyncClient, api: Api
+) -> None:
     admin, me = await api.admin(), await api.sign_up()
     await client.patch(f"/users/{me.id}", headers=me.headers, json={"name": "Renamed"})
-    await client.delete(f"/users/{me.id}", headers=me.headers)
-    r = await client.get("/audit?limit=3", headers=admin.headers)
+    await client.patch(f"/users/{me.id}", headers=admin.headers, json={"name": "By admin"})
+    await client.delete(f"/users/{me.id}", headers=admin.headers)
+    r = await client.get("/audit?limit=4", headers=admin.headers)
     assert r.status_code == 200, r.text
-    events = [(e["action"], e["user_id"]) for e in r.json()]
-    assert events == [("user.deleted", me.id), ("user.updated", me.id), ("user.created", me.id)]
+    events = [(e["action"], e["user_id"], e["actor_id"]) for e in r.json()]
+    assert events == [
+        ("user.deleted", me.id, admin.id),
+        ("user.updated", me.id, admin.id),
+        ("user.updated", me.id, me.id),
+        ("user.created", me.id, me.id),
+    ]
     assert r.json()[0]["at"].endswith("Z")
 
 
@@ -156,7 +181,7 @@ async def test_a_failing_audit_write_is_logged_and_never_breaks_the_response(
 ) -> None:
     app = create_app(settings_for_tests(redis_url, redis_prefix))
 
-    async def broken(*args: object) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("audit table is gone")
 
     async with serve_in_process(app) as client:

@@ -1,25 +1,31 @@
-"""Settings: production refuses a weak JWT secret at start-up; development has a fixed default."""
+"""Settings: production refuses a weak JWT secret at start-up; development makes its own."""
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from pydantic import ValidationError
 
-from final_project.app.config import DEVELOPMENT_JWT_SECRET, Settings
+from final_project.app.config import PUBLIC_SECRETS, Settings
 from final_project.app.main import create_app, settings_from_environment
 from tests.final_project.conftest import APP, Api, serve_in_process, settings_for_tests
 from tests.servers import ROOT, Uvicorn, free_port
 
 STRONG = "a-production-secret-that-is-long-enough-0123456789"
+# The week 7-8 lessons' development default: printed in this repository.
+PUBLIC = "development-only-secret-set-JWT_SECRET-before-deploying"
 
 
 @pytest.mark.parametrize(
-    "secret", [None, "too-short-secret", DEVELOPMENT_JWT_SECRET], ids=["unset", "short", "default"]
+    "secret", [None, "too-short-secret", PUBLIC], ids=["unset", "short", "default"]
 )
 def test_production_settings_refuse_a_weak_secret(secret: str | None) -> None:
     with pytest.raises(ValidationError) as caught:
@@ -31,7 +37,9 @@ def test_production_settings_refuse_a_weak_secret(secret: str | None) -> None:
 
 def test_production_settings_accept_a_long_random_secret() -> None:
     settings = Settings(_env_file=None, app_env="production", jwt_secret=STRONG)
-    assert settings.signing_secret().get_secret_value() == STRONG
+    assert settings.jwt_secret is not None
+    assert settings.jwt_secret.get_secret_value() == STRONG
+    assert PUBLIC in PUBLIC_SECRETS
 
 
 def test_a_short_secret_is_refused_in_development_too() -> None:
@@ -55,17 +63,33 @@ def test_cors_origins_read_as_a_comma_separated_list(monkeypatch: pytest.MonkeyP
     assert Settings(_env_file=None).cors_origins == []
 
 
-async def test_development_without_a_secret_signs_with_the_documented_default(
-    redis_url: str, redis_prefix: str
+def forged_admin_token(secret: str) -> str:
+    now = int(time.time())
+    claims: dict[str, str | int] = {"iss": "fastapi-course", "sub": "1", "role": "admin"}
+    claims |= {"sid": "s", "jti": "j"}
+    claims |= {"typ": "access", "iat": now, "exp": now + 60, "auth_time": now}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def test_development_without_a_secret_makes_a_private_one_that_restarts_share(
+    redis_url: str, redis_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = settings_for_tests(redis_url, redis_prefix, jwt_secret=None)
-    assert settings.uses_development_secret
+    settings = settings_for_tests(redis_url, redis_prefix, jwt_secret=None, data_dir=tmp_path)
     # Two apps (two workers, or before and after a restart) accept each other's tokens.
     async with serve_in_process(create_app(settings)) as first:
-        me = await Api(first).sign_up(email="dev@example.com")
+        admin = await Api(first).admin()
+        for public in PUBLIC_SECRETS:  # the attack: sign an admin with a secret anyone can read
+            r = await first.get(
+                "/audit", headers={"Authorization": f"Bearer {forged_admin_token(public)}"}
+            )
+            assert r.status_code == 401, r.text
     async with serve_in_process(create_app(settings)) as second:
-        r = await second.get("/users", headers=me.headers)  # claims only, no user lookup
+        r = await second.get("/audit", headers=admin.headers)
     assert r.status_code == 200, r.text
+    secret_file = tmp_path / "jwt_secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert len(secret_file.read_text().strip()) >= 32
+    assert str(secret_file) in caplog.text  # says where it is
 
 
 def _start_production(secret: str | None, workers: int) -> subprocess.Popen[bytes]:
@@ -81,7 +105,7 @@ def _start_production(secret: str | None, workers: int) -> subprocess.Popen[byte
 
 
 @pytest.mark.parametrize(
-    "secret", [None, "too-short-secret", DEVELOPMENT_JWT_SECRET], ids=["unset", "short", "default"]
+    "secret", [None, "too-short-secret", PUBLIC], ids=["unset", "short", "default"]
 )
 def test_the_app_module_exits_with_status_3_in_production_with_a_weak_secret(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], secret: str | None

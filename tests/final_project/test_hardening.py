@@ -78,22 +78,56 @@ async def test_a_body_just_under_the_limit_is_read(make_client: MakeClient) -> N
     ids=["open-brackets", "deep-valid-json", "open-braces", "not-utf8", "empty", "null", "string"],
 )
 async def test_malformed_or_deeply_nested_json_is_422_not_500(
-    client: httpx.AsyncClient, body: bytes
+    make_client: MakeClient, body: bytes
 ) -> None:
-    r = await client.post("/users", content=body, headers={"Content-Type": "application/json"})
+    # With MAX_JSON_BODY_BYTES raised, so that the parser itself meets the body.
+    async with make_client(max_json_body_bytes=MIB) as client:
+        r = await client.post("/users", content=body, headers={"Content-Type": "application/json"})
     assert_problem(r, 422)
 
 
 async def test_deeply_nested_json_on_an_authenticated_route_is_422(
-    client: httpx.AsyncClient, api: Api
+    make_client: MakeClient,
 ) -> None:
-    me = await api.sign_up()
-    r = await client.patch(
-        f"/users/{me.id}",
-        content=b"[" * 100_000 + b"]" * 100_000,
-        headers={**me.headers, "Content-Type": "application/json"},
-    )
+    async with make_client(max_json_body_bytes=MIB) as client:
+        me = await Api(client).sign_up()
+        r = await client.patch(
+            f"/users/{me.id}",
+            content=b"[" * 100_000 + b"]" * 100_000,
+            headers={**me.headers, "Content-Type": "application/json"},
+        )
     assert_problem(r, 422)
+
+
+def unknown_keys(count: int) -> bytes:
+    keys = ",".join(f'"k{i}":0' for i in range(count))
+    return (
+        b'{"name": "A", "email": "a@example.com", "password": "12345678", ' + keys.encode() + b"}"
+    )
+
+
+@pytest.mark.parametrize("path", ["/users", "/auth/refresh", "/users/1"])
+async def test_a_json_body_over_max_json_body_bytes_is_413_before_it_is_parsed(
+    client: httpx.AsyncClient, api: Api, path: str
+) -> None:
+    # The attack: 956 KiB of 90,000 unknown keys cost 2 s of event loop and a 6.8 MiB 422.
+    me = await api.sign_up()
+    body = unknown_keys(90_000)
+    assert 16 * 1024 < len(body) < MIB
+    method = "PATCH" if path == "/users/1" else "POST"
+    headers = {**me.headers, "Content-Type": "application/json"}
+    r = await client.request(method, path, content=body, headers=headers)
+    assert_problem(r, 413)
+
+
+async def test_a_422_lists_at_most_20_field_errors(client: httpx.AsyncClient) -> None:
+    body = unknown_keys(600)
+    assert len(body) < 16 * 1024  # under the limit: this one is parsed
+    r = await client.post("/users", content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(r, 422)
+    assert isinstance(problem["errors"], list)
+    assert len(problem["errors"]) == 20
+    assert len(r.content) < 4 * 1024
 
 
 @pytest.mark.parametrize(
@@ -125,9 +159,15 @@ async def test_a_huge_offset_is_an_empty_page(client: httpx.AsyncClient, api: Ap
 
 
 @pytest.mark.parametrize(
-    "name", ["\x00", "a\x07b", "Mal\x1b[31mory", "tab\there", "a\x7f", "a\x85b", "a\x9bb", "\nA"]
+    "name",
+    [
+        *("\x00", "a\x07b", "Mal\x1b[31mory", "tab\there", "a\x7f", "a\x85b", "a\x9bb", "\nA"),
+        # Cf: right-to-left override ("evil\u202egnp.exe" reads as "evilexe.png"),
+        # zero-width space and joiner, soft hyphen, byte-order mark.
+        *("evil\u202egnp.exe", "Ad\u200bmin", "a\u200db", "a\u00adb", "\ufeffA"),
+    ],
 )
-async def test_names_with_control_characters_are_rejected(
+async def test_names_with_invisible_or_control_characters_are_rejected(
     client: httpx.AsyncClient, api: Api, name: str
 ) -> None:
     r = await client.post(
@@ -136,6 +176,12 @@ async def test_names_with_control_characters_are_rejected(
     assert_problem(r, 422)
     me = await api.sign_up()
     r = await client.patch(f"/users/{me.id}", headers=me.headers, json={"name": name})
+    assert_problem(r, 422)
+
+
+async def test_a_name_with_a_lone_surrogate_is_rejected(client: httpx.AsyncClient) -> None:
+    body = b'{"name": "a\\ud800b", "email": "s@example.com", "password": "12345678"}'
+    r = await client.post("/users", content=body, headers={"Content-Type": "application/json"})
     assert_problem(r, 422)
 
 
@@ -273,3 +319,80 @@ async def test_a_broken_login_form_is_422(client: httpx.AsyncClient, content_typ
         "/auth/token", content=b"--xyz\r\nbroken\xff", headers={"Content-Type": content_type}
     )
     assert_problem(r, 422)
+
+
+# Production surface --------------------------------------------------------------
+
+
+async def test_the_demo_routes_are_not_served_in_production(make_client: MakeClient) -> None:
+    # The attack: /demo/blocking-sleep needs no login and stalls every request of a worker.
+    production = {"app_env": "production", "jwt_secret": "p" * 48}
+    async with make_client(**production) as client:
+        for path in ("/demo/blocking-sleep", "/demo/sync-sleep", "/demo/async-sleep"):
+            assert_problem(await client.get(f"{path}?seconds=0"), 404)
+        assert "/demo/blocking-sleep" not in (await client.get("/openapi.json")).json()["paths"]
+    async with make_client() as client:  # the control: development keeps the lesson
+        assert (await client.get("/demo/blocking-sleep?seconds=0")).status_code == 200
+
+
+async def test_every_response_says_nosniff(client: httpx.AsyncClient, api: Api) -> None:
+    me = await api.sign_up()
+    responses = [
+        await client.get("/health"),
+        await client.get("/users"),  # 401
+        await client.get("/nowhere"),  # 404
+        await client.get(f"/users/{me.id}", headers=me.headers),
+        await client.post("/auth/token", data={"username": me.email, "password": "x"}),
+    ]
+    for r in responses:
+        assert r.headers["x-content-type-options"] == "nosniff", r.request.url
+
+
+async def test_authenticated_reads_are_private_to_the_browser(
+    client: httpx.AsyncClient, api: Api
+) -> None:
+    me = await api.sign_up()
+    for _ in range(2):  # the MISS and the HIT
+        r = await client.get(f"/users/{me.id}", headers=me.headers)
+        assert "etag" in r.headers
+        assert r.headers["cache-control"] == "private, no-cache"
+    r = await client.get("/users/me", headers=me.headers)
+    assert r.headers["cache-control"] == "private"
+    assert "cache-control" not in (await client.get("/hello")).headers
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "localhost.evil.example"])
+async def test_no_response_reflects_an_untrusted_host(make_client: MakeClient, host: str) -> None:
+    async with make_client(allowed_hosts=["localhost", "api.example.com"]) as client:
+        # The attack: a trailing-slash redirect to http://evil.example/users.
+        r = await client.get("/users/", headers={"Host": host})
+        assert_problem(r, 400)
+        assert "evil" not in r.text + str(r.headers)
+        # The names it does answer to still work, with any port.
+        for good in ("localhost:8000", "API.example.com"):
+            r = await client.get("/users/", headers={"Host": good})
+            assert r.status_code == 307, r.text
+            assert r.headers["location"].startswith(f"http://{good}/users")
+
+
+# Email normalisation -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signed_up_as", "logs_in_as"),
+    [
+        ("User@XN--BCHER-KVA.example", "User@XN--BCHER-KVA.example"),
+        ("user@bücher.example", "USER@xn--bcher-kva.example"),
+        ("zoe@bu\u0308cher.example", "ZOE@b\u00fccher.example"),  # NFD signs up, NFC logs in
+    ],
+    ids=["idna-same-string", "unicode-then-idna", "nfd-then-nfc"],
+)
+async def test_whatever_signed_up_also_logs_in(
+    client: httpx.AsyncClient, api: Api, signed_up_as: str, logs_in_as: str
+) -> None:
+    me = await api.sign_up(email=signed_up_as)
+    again = await api.log_in(logs_in_as)
+    assert again.id == me.id
+    # ...and is the same account to a second sign-up.
+    body = {"name": "Twin", "email": logs_in_as, "password": "12345678"}
+    assert (await client.post("/users", json=body)).status_code == 409

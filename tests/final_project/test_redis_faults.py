@@ -197,3 +197,23 @@ def test_signed_in_users_stay_signed_in_and_logged_out_ones_out_while_redis_is_d
     wait_until(lambda: ready_everywhere(api))
     for _ in range(ROUNDS):
         assert api.client.get("/users/me", headers=me.headers).status_code == 401
+
+
+def test_a_password_change_survives_a_redis_restart_from_an_older_snapshot(
+    api: ServerApi, private_redis: RedisServer
+) -> None:
+    victim = api.sign_up()
+    thief = api.log_in(victim.email)
+    warm(api, thief)  # every worker trusts Redis, and the reads are cached
+    private_redis.snapshot()  # before the change: no session mark there
+
+    body = {"password": "a brand new password", "current_password": victim.password}
+    r = api.client.patch(f"/users/{victim.id}", headers=victim.headers, json=body)
+    assert r.status_code == 200, r.text
+    private_redis.restart()
+
+    for _ in range(ROUNDS):
+        r = api.client.get(f"/users/{victim.id}", headers=thief.headers)
+        assert r.status_code == 401, r.text
+    fresh = api.log_in(victim.email, "a brand new password")
+    assert api.client.get(f"/users/{victim.id}", headers=fresh.headers).status_code == 200

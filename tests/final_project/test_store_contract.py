@@ -192,6 +192,14 @@ async def test_audit_events_are_listed_newest_first(store: UserStore) -> None:
     assert events[0].at.utcoffset() == timedelta(0)
 
 
+async def test_audit_events_name_their_actor(store: UserStore) -> None:
+    at = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
+    await store.add_audit("user.deleted", 7, at, actor_id=1)
+    await store.add_audit("user.created", 8, at)
+    events = await store.list_audit(limit=2)
+    assert [(e.user_id, e.actor_id) for e in events] == [(8, None), (7, 1)]
+
+
 # Token state ----------------------------------------------------------------
 
 
@@ -257,5 +265,51 @@ async def test_revocations_and_users_survive_close_and_open(store: UserStore) ->
     assert abs(revoked[0][1] - expires) < timedelta(milliseconds=1)
 
 
+async def test_the_latest_session_mark_of_a_user_wins_and_survives_close_and_open(
+    store: UserStore,
+) -> None:
+    earlier = datetime(2026, 1, 2, 10, 0, 0, 123456, tzinfo=UTC)
+    later = earlier + timedelta(seconds=5)
+    assert await store.sessions_valid_from("7") is None
+    await store.end_sessions("7", later)
+    await store.end_sessions("7", earlier)  # a slower, older change never moves it back
+    await store.end_sessions("8", earlier)
+
+    await store.close()
+    await store.open()
+
+    assert await store.sessions_valid_from("7") == later
+    assert await store.sessions_valid_from("9") is None
+    marks = sorted(await store.session_marks(earlier - timedelta(seconds=1)))
+    assert marks == [("7", later), ("8", earlier)]
+    assert await store.session_marks(later) == []
+
+
 async def test_ping_says_the_store_answers(store: UserStore) -> None:
     assert await store.ping() is True
+
+
+async def test_a_database_from_before_audit_actors_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", poolclass=NullPool)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE TABLE audit_events (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "action VARCHAR(50) NOT NULL, user_id BIGINT NOT NULL, at DATETIME NOT NULL)"
+            )
+        )
+        await conn.execute(
+            text("INSERT INTO audit_events (action, user_id, at) VALUES ('user.created', 3, :at)"),
+            {"at": "2026-01-02 10:00:00.000000"},
+        )
+    await engine.dispose()
+
+    store = SqlStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        await store.add_audit("user.deleted", 3, datetime.now(UTC), actor_id=1)
+        events = await store.list_audit(limit=5)
+    finally:
+        await store.close()
+    assert [(e.action, e.actor_id) for e in events] == [("user.deleted", 1), ("user.created", None)]

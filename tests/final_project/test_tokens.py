@@ -21,8 +21,13 @@ ISSUER = "fastapi-course"
 
 
 def forge(session: Session, *, key: str = SECRET, algorithm: str = "HS256", **changes: Any) -> str:
-    """A token signed like the server signs, with `changes` applied (None removes a claim)."""
+    """A token signed like the server signs, with `changes` applied (None removes a claim).
+
+    `lifetime=N` sets `exp` N seconds after `iat`.
+    """
     now = int(time.time())
+    if "lifetime" in changes:
+        changes["exp"] = now + changes.pop("lifetime")
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "sub": str(session.id),
@@ -32,6 +37,7 @@ def forge(session: Session, *, key: str = SECRET, algorithm: str = "HS256", **ch
         "typ": "access",
         "iat": now,
         "exp": now + 600,
+        "auth_time": now,
     }
     for name, value in changes.items():
         if value is None:
@@ -77,6 +83,10 @@ async def test_a_forged_token_with_the_real_secret_is_accepted(
         pytest.param({"key": "another-secret-of-at-least-32-bytes!!"}, id="other-secret"),
         pytest.param({"algorithm": "HS512"}, id="hs512"),
         pytest.param({"sub": 1}, id="sub-not-a-string"),
+        pytest.param({"auth_time": None}, id="no-auth-time"),
+        # Correctly signed, but promising more than the server ever hands out.
+        pytest.param({"exp": int(time.time()) + 365 * 86400}, id="year-long-exp"),
+        pytest.param({"lifetime": 15 * 60 + 60}, id="longer-than-15-minutes"),
     ],
 )
 async def test_misused_or_malformed_access_tokens_are_refused(
@@ -217,9 +227,8 @@ async def test_log_in_with_any_casing_of_the_email(client: httpx.AsyncClient, ap
 
 async def test_changed_password_replaces_the_old_one(client: httpx.AsyncClient, api: Api) -> None:
     me = await api.sign_up()
-    r = await client.patch(
-        f"/users/{me.id}", headers=me.headers, json={"password": "a brand new password"}
-    )
+    body = {"password": "a brand new password", "current_password": PASSWORD}
+    r = await client.patch(f"/users/{me.id}", headers=me.headers, json=body)
     assert r.status_code == 200, r.text
     old = await client.post("/auth/token", data={"username": me.email, "password": PASSWORD})
     assert_unauthorized(old)
@@ -230,7 +239,46 @@ async def test_a_deleted_users_token_no_longer_acts_for_them(
     client: httpx.AsyncClient, api: Api
 ) -> None:
     me = await api.sign_up()
+    other = await api.sign_up()
+    assert (await client.get("/users", headers=me.headers)).status_code == 200  # cached
     assert (await client.delete(f"/users/{me.id}", headers=me.headers)).status_code == 204
     assert_unauthorized(await client.get("/users/me", headers=me.headers))
+    # Cached reads too, though they never ask the database about the user.
+    assert_unauthorized(await client.get("/users", headers=me.headers))
+    assert_unauthorized(await client.get(f"/users/{other.id}", headers=me.headers))
     r = await client.post("/auth/refresh", json={"refresh_token": me.refresh_token})
     assert_unauthorized(r)
+
+
+async def test_a_token_whose_sub_names_nobody_is_refused_on_cached_reads_too(
+    client: httpx.AsyncClient, api: Api
+) -> None:
+    me = await api.sign_up()
+    assert (await client.get("/users", headers=me.headers)).status_code == 200  # cached
+    nobody = Session({"id": 424242}, "", "")
+    for path in ("/users", f"/users/{me.id}", "/users/me"):
+        assert_unauthorized(await client.get(path, headers=bearer(forge(nobody))))
+
+
+async def test_a_client_credentials_grant_is_never_a_login(
+    client: httpx.AsyncClient, api: Api
+) -> None:
+    me = await api.sign_up()
+    form = {"username": me.email, "password": PASSWORD}
+    r = await client.post("/auth/token", data={**form, "grant_type": "client_credentials"})
+    assert r.status_code == 422, r.text
+    assert "access_token" not in r.text
+    r = await client.post("/auth/token", data={**form, "grant_type": "password"})
+    assert r.status_code == 200, r.text
+
+
+async def test_token_responses_are_never_stored_by_a_cache(
+    client: httpx.AsyncClient, api: Api
+) -> None:
+    me = await api.sign_up()
+    login = await client.post("/auth/token", data={"username": me.email, "password": PASSWORD})
+    rotated = await client.post("/auth/refresh", json={"refresh_token": me.refresh_token})
+    for r in (login, rotated):
+        assert r.status_code == 200, r.text
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["pragma"] == "no-cache"

@@ -143,3 +143,21 @@ def test_each_request_is_logged_once_as_json_and_health_not_at_all(
     assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/hello", 200)
     assert entry["request_id"] == probe
     assert isinstance(entry["duration_ms"], float | int)
+
+
+def test_a_password_change_ends_a_stolen_session_on_every_worker_at_once(
+    api: ServerApi,
+) -> None:
+    victim = api.sign_up()
+    thief = api.log_in(victim.email)
+    for _ in range(ROUNDS):  # both workers trust Redis and have the read cached
+        r = api.client.get(f"/users/{victim.id}", headers=thief.headers)
+        assert r.status_code == 200, r.text
+    body = {"password": "a brand new password", "current_password": victim.password}
+    r = api.client.patch(f"/users/{victim.id}", headers=victim.headers, json=body)
+    assert r.status_code == 200, r.text
+    for _ in range(ROUNDS):
+        r = api.client.get(f"/users/{victim.id}", headers=thief.headers)
+        assert r.status_code == 401, r.text
+    r = api.client.post("/auth/refresh", json={"refresh_token": thief.refresh_token})
+    assert r.status_code == 401, r.text

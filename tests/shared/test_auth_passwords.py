@@ -11,7 +11,7 @@ import time
 import pytest
 from pwdlib import PasswordHash
 
-from shared.auth import AuthSettings, PasswordHasher
+from shared.auth import AuthSettings, HashingBusy, PasswordHasher
 
 
 def cheap(time_cost: int = 1, max_concurrent: int = 2) -> PasswordHasher:
@@ -138,5 +138,28 @@ async def test_hashing_threads_yield_the_cpu_to_the_event_loop() -> None:
 
         assert await hasher._in_thread(own_niceness) == min(19, base + 10)
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    finally:
+        hasher.close()
+
+
+async def test_past_the_waiting_line_a_hash_is_refused_at_once() -> None:
+    hasher = PasswordHasher(
+        time_cost=2, memory_cost=1024, parallelism=1, max_concurrent=1, max_waiting=2
+    )
+    try:
+        # All ten arrive in one loop iteration: one hashes, two wait, seven are refused
+        # (before any of them could have waited for a thread).
+        results = await asyncio.gather(
+            *(hasher.hash(f"password {n}") for n in range(10)), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, HashingBusy)]
+        hashed = [r for r in results if isinstance(r, str)]
+        assert (len(hashed), len(refused)) == (3, 7), results
+        # The line empties as hashes finish: the next caller is served.
+        assert (await hasher.hash("later")).startswith("$argon2id$")
+        # Verification waits in the same line.
+        line = [hasher.verify("x", hashed[0]) for _ in range(4)]
+        outcomes = await asyncio.gather(*line, return_exceptions=True)
+        assert sum(isinstance(o, HashingBusy) for o in outcomes) == 1
     finally:
         hasher.close()

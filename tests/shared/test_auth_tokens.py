@@ -51,6 +51,7 @@ def forge(**changes: Any) -> str:
         "typ": "access",
         "iat": now,
         "exp": now + 60,
+        "auth_time": now,
     }
     algorithm = changes.pop("algorithm", "HS256")
     key = changes.pop("key", SECRET)
@@ -100,6 +101,10 @@ def test_a_forged_control_token_is_accepted(tokens: TokenService) -> None:
         pytest.param({"typ": "refresh"}, id="refresh-typ"),
         pytest.param({"iss": "someone-else"}, id="other-issuer"),
         pytest.param({"sub": 1}, id="numeric-sub"),
+        pytest.param({"auth_time": None}, id="no-auth-time"),
+        pytest.param({"auth_time": "yesterday"}, id="text-auth-time"),
+        pytest.param({"exp": int(time.time()) + 365 * 86400}, id="year-long-exp"),
+        pytest.param({"auth_time": int(time.time()) - 15 * 86400}, id="outlives-its-session"),
     ],
 )
 def test_a_bad_token_is_refused(tokens: TokenService, changes: dict[str, Any]) -> None:
@@ -415,3 +420,114 @@ async def test_a_logout_that_misses_redis_during_a_refill_is_never_forgotten(
         assert await tokens.is_revoked(late)
     finally:
         await tokens.aclose()
+
+
+# Sessions end when the account changes; they have an absolute lifetime ---------------
+
+
+async def test_ending_a_users_sessions_refuses_every_earlier_token_and_no_later_one(
+    tokens: TokenService,
+) -> None:
+    web, phone = await tokens.issue("7", "user"), await tokens.issue("7", "user")
+    bystander = await tokens.issue("8", "user")
+    await tokens.end_sessions("7")
+    fresh = await tokens.issue("7", "user")
+
+    for pair in (web, phone):
+        assert await tokens.is_revoked(tokens.decode_access(pair.access_token))
+        with pytest.raises(InvalidToken):
+            await tokens.refresh(pair.refresh_token)
+    assert not await tokens.is_revoked(tokens.decode_access(fresh.access_token))
+    assert not await tokens.is_revoked(tokens.decode_access(bystander.access_token))
+    rotated = await tokens.refresh(fresh.refresh_token)
+    assert not await tokens.is_revoked(tokens.decode_access(rotated.access_token))
+
+
+async def test_a_login_that_read_the_old_password_before_the_change_is_ended_too(
+    tokens: TokenService,
+) -> None:
+    read_at = time.time()  # the login reads the user (and the old hash) here...
+    await tokens.end_sessions("7")  # ...the password changes while it hashes...
+    late = await tokens.issue("7", "user", auth_time=read_at)  # ...and it issues after.
+    assert await tokens.is_revoked(tokens.decode_access(late.access_token))
+
+
+async def test_ended_sessions_are_refused_by_the_store_without_redis(
+    auth_settings: AuthSettings,
+) -> None:
+    service = TokenService(auth_settings, MemoryTokenStore(), None, "x:")
+    pair = await service.issue("7", "user")
+    await service.end_sessions("7")
+    assert await service.is_revoked(service.decode_access(pair.access_token))
+
+
+async def test_rotation_never_carries_a_session_past_its_absolute_end(
+    auth_settings: AuthSettings, redis: Redis, redis_prefix: str
+) -> None:
+    settings = auth_settings.model_copy(update={"session_max_days": 2, "refresh_token_days": 14})
+    service = TokenService(settings, MemoryTokenStore(), redis, redis_prefix)
+    try:
+        began = time.time() - 2 * 86400 + 30  # a session with 30 s left
+        pair = await service.issue("7", "user", auth_time=began)
+        for _ in range(3):
+            pair = await service.refresh(pair.refresh_token)
+            refresh = service.decode_refresh(pair.refresh_token)
+            access = service.decode_access(pair.access_token)
+            assert refresh.exp <= began + 2 * 86400
+            assert access.exp <= began + 2 * 86400
+            assert pair.expires_in <= 30
+        with pytest.raises(InvalidToken):
+            await service.issue("7", "user", auth_time=began - 31)  # already over
+    finally:
+        await service.aclose()
+
+
+async def test_a_token_of_a_user_who_no_longer_exists_is_refused(
+    auth_settings: AuthSettings, redis: Redis, redis_prefix: str
+) -> None:
+    asked: list[str] = []
+
+    async def exists(sub: str) -> bool:
+        asked.append(sub)
+        return sub == "7"
+
+    service = TokenService(
+        auth_settings, MemoryTokenStore(), redis, redis_prefix, subject_exists=exists
+    )
+    try:
+        real, ghost = await service.issue("7", "user"), await service.issue("404", "user")
+        for _ in range(3):
+            assert not await service.is_revoked(service.decode_access(real.access_token))
+            assert await service.is_revoked(service.decode_access(ghost.access_token))
+        assert asked.count("7") == 1  # once per user and process, then remembered
+    finally:
+        await service.aclose()
+
+
+async def test_a_revoked_token_names_no_subject_to_rate_limit(tokens: TokenService) -> None:
+    pair = await tokens.issue("7", "user")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "headers": [(b"authorization", f"Bearer {pair.access_token}".encode())],
+    }
+    assert tokens.subject_of(dict(scope)) == "7"
+    await tokens.logout(tokens.decode_access(pair.access_token), None)
+    assert tokens.subject_of(dict(scope)) is None  # its sender's address pays instead
+
+
+async def test_a_session_mark_survives_a_redis_restart(private_redis: RedisServer) -> None:
+    store = MemoryTokenStore()
+    service = await service_on(private_redis.url, "t:", store)
+    try:
+        pair = await service.issue("7", "user")
+        claims = service.decode_access(pair.access_token)
+        assert not await service.is_revoked(claims)  # marker written: Redis trusted
+        private_redis.snapshot()  # before the change
+        await service.end_sessions("7")
+        private_redis.restart()  # back without the mark
+        assert await settle(service, claims)
+        assert service.redis is not None
+        assert await service.redis.exists("t:auth:user:7")  # refilled from the store
+        assert 0 < await service.redis.ttl("t:auth:user:7") <= 14 * 86400
+    finally:
+        await close(service)

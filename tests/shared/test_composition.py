@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
@@ -145,3 +146,52 @@ async def test_peeked_keys_come_back_with_the_decision(redis: Redis, redis_prefi
     )
     assert decision.allowed
     assert decision.peeked == (b"yes", None)
+
+
+class CountingTokenStore(MemoryTokenStore):
+    """Counts the store calls a revocation check makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def sessions_valid_from(self, user_id: str) -> datetime | None:
+        self.reads += 1
+        return await super().sessions_valid_from(user_id)
+
+    async def access_revoked(self, jti: str) -> bool:
+        self.reads += 1
+        return await super().access_revoked(jti)
+
+
+async def test_an_ended_session_is_refused_in_the_rate_limiters_round_trip(
+    auth_settings: AuthSettings, redis: Redis, redis_prefix: str
+) -> None:
+    store = CountingTokenStore()
+    tokens = TokenService(auth_settings, store, redis, redis_prefix)
+    cache = ResponseCache(redis, CacheSettings(), redis_prefix)
+    app = build_app(tokens, cache, RateLimiter(redis, redis_prefix))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            stolen = await tokens.issue("7", "user")
+            auth = {"Authorization": f"Bearer {stolen.access_token}"}
+            for _ in range(2):  # warm: denylist verified, entry cached
+                assert (await client.get("/users/1", headers=auth)).status_code == 200
+
+            await tokens.end_sessions("7")  # e.g. the password changed
+            fresh = await tokens.issue("7", "user")
+            reads_before, counter = store.reads, CommandCounter(redis)
+            r = await client.get("/users/1", headers=auth)
+            assert r.status_code == 401, r.text
+            # Refused by the values peeked in the rate limit's EVALSHA: no other Redis
+            # command, and not one store read.
+            assert counter.names == ["EVALSHA"]
+            assert store.reads == reads_before
+            r = await client.get(
+                "/users/1", headers={"Authorization": f"Bearer {fresh.access_token}"}
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        await tokens.aclose()
+        await cache.aclose()

@@ -19,11 +19,11 @@ logger = logging.getLogger(__name__)
 Action = Literal["user.created", "user.updated", "user.deleted"]
 
 
-async def record_event(store: UserStore, action: Action, user_id: int) -> None:
+async def record_event(store: UserStore, action: Action, user_id: int, actor_id: int) -> None:
     """The background task. The response has gone out, so nobody would see an error:
     log it with its traceback instead, and never let it escape into the server."""
     try:
-        await store.add_audit(action, user_id, datetime.now(UTC))
+        await store.add_audit(action, user_id, datetime.now(UTC), actor_id=actor_id)
     except Exception:
         logger.exception("audit event %s for user %s was not recorded", action, user_id)
 

@@ -1,19 +1,25 @@
 """Log in, rotate a refresh token, log out.
 
 `POST /auth/token` takes the OAuth2 password form, so Swagger UI's Authorize
-button works. Its rate limit is its own (LOGIN_RATE_LIMIT, per client address):
-a password-guessing client runs out long before the general budget would.
+button works. Its rate limits are its own: LOGIN_RATE_LIMIT per client address,
+and LOGIN_ACCOUNT_RATE_LIMIT per account, so a password-guessing client runs out
+long before the general budget would, however many addresses it has.
+
+Token responses carry `Cache-Control: no-store` (RFC 6749 §5.1): no browser or
+proxy cache may keep a token.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Response, status
 
-from shared.auth import InvalidToken
+from shared.auth import InvalidToken, TokenPair
+from shared.identity import normalize_email
 
-from ..deps import Claims, Services
+from ..deps import Claims, Services, spend_password_attempt
 from ..errors import problem_responses
 from ..schemas import LogoutRequest, RefreshRequest, TokenResponse
 
@@ -21,16 +27,33 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 BAD_LOGIN = "Incorrect email or password"
 BEARER = {"WWW-Authenticate": "Bearer"}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-@router.post("/token", responses=problem_responses(401, 413, 422, 429))
+def token_response(pair: TokenPair, response: Response) -> TokenResponse:
+    response.headers.update(NO_STORE)
+    return TokenResponse(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
+
+
+@router.post("/token", responses=problem_responses(401, 413, 422, 429, 503))
 async def log_in(
     username: Annotated[str, Form(min_length=1, max_length=320, description="your email")],
     password: Annotated[str, Form(min_length=1, max_length=128)],
     services: Services,
+    response: Response,
+    # The OAuth2 password grant, the only one served: a client asking for another
+    # (client_credentials, ...) gets 422, never a login.
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
 ) -> TokenResponse:
     """Exchange email and password for an access token and a refresh token."""
-    user = await services.store.get_user_by_email(username.strip().lower())
+    # Taken before the credentials are read: a password change that lands while this
+    # login is still hashing the old password ends the session it is about to begin.
+    auth_time = time.time()
+    email = normalize_email(username)
+    await spend_password_attempt(services, email)
+    user = await services.store.get_user_by_email(email)
     # An unknown email still verifies a dummy hash, so it takes as long as a wrong password.
     valid, new_hash = await services.hasher.verify(
         password, user.password_hash if user is not None else None
@@ -41,14 +64,12 @@ async def log_in(
         # The Argon2 parameters changed since this hash was made: upgrade it now,
         # while the plain password is at hand.
         await services.store.update_user(user.id, password_hash=new_hash)
-    pair = await services.tokens.issue(str(user.id), user.role)
-    return TokenResponse(
-        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
-    )
+    pair = await services.tokens.issue(str(user.id), user.role, auth_time=auth_time)
+    return token_response(pair, response)
 
 
 @router.post("/refresh", responses=problem_responses(401, 413, 422, 429))
-async def refresh(body: RefreshRequest, services: Services) -> TokenResponse:
+async def refresh(body: RefreshRequest, services: Services, response: Response) -> TokenResponse:
     """Swap a refresh token for a new pair; a spent one revokes its whole session."""
     store = services.store
 
@@ -64,9 +85,7 @@ async def refresh(body: RefreshRequest, services: Services) -> TokenResponse:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="Invalid refresh token", headers=BEARER
         ) from None
-    return TokenResponse(
-        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
-    )
+    return token_response(pair, response)
 
 
 @router.post(

@@ -43,6 +43,8 @@ class MemoryStore:
         self._refresh: dict[str, _Refresh] = {}
         self._revoked_families: set[str] = set()
         self._revoked_access: dict[str, datetime] = {}
+        # One "sessions valid from" mark per user at most, so no sweep is needed.
+        self._valid_from: dict[str, datetime] = {}
         self._sweep_at = 1024
 
     async def _wait(self) -> None:
@@ -135,9 +137,13 @@ class MemoryStore:
             del self._by_email[user.email]
             return True
 
-    async def add_audit(self, action: str, user_id: int, at: datetime) -> None:
+    async def add_audit(
+        self, action: str, user_id: int, at: datetime, *, actor_id: int | None = None
+    ) -> None:
         await self._wait()
-        self._audit.appendleft(AuditRecord(action=action, user_id=user_id, at=at))
+        self._audit.appendleft(
+            AuditRecord(action=action, user_id=user_id, at=at, actor_id=actor_id)
+        )
 
     async def list_audit(self, *, limit: int) -> list[AuditRecord]:
         await self._wait()
@@ -183,3 +189,16 @@ class MemoryStore:
         await self._wait()
         expires_at = self._revoked_access.get(jti)
         return expires_at is not None and expires_at > datetime.now(UTC)
+
+    async def end_sessions(self, user_id: str, at: datetime) -> None:
+        await self._wait()
+        current = self._valid_from.get(user_id)
+        self._valid_from[user_id] = at if current is None else max(current, at)
+
+    async def sessions_valid_from(self, user_id: str) -> datetime | None:
+        await self._wait()
+        return self._valid_from.get(user_id)
+
+    async def session_marks(self, since: datetime) -> list[tuple[str, datetime]]:
+        await self._wait()
+        return [(user_id, at) for user_id, at in self._valid_from.items() if at > since]

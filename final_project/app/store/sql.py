@@ -41,9 +41,9 @@ from sqlalchemy.engine import URL, Dialect, Row, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.schema import CreateSchema
 from sqlalchemy.types import TypeDecorator
 
+from . import migrations
 from .base import AuditRecord, EmailTaken, UserRecord
 
 _ASYNC_DRIVERS = {
@@ -52,8 +52,6 @@ _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
 }
 _USER_FIELDS = frozenset({"name", "email", "role", "password_hash"})
-# Any constant works: it only has to be the same in every process creating the tables.
-_SCHEMA_LOCK_KEY = 0x66696E616C
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -80,7 +78,10 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# Named constraints, so a migration tool can later refer to them.
+# The tables as the code expects them. The database gets them from the migrations
+# (final_project/migrations/), never from create_all: a change here needs a new
+# revision (PERSISTENCE.md), and tests/final_project/test_migrations.py fails until
+# it has one. Named constraints, so that revisions can refer to them.
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -115,6 +116,8 @@ audit_events = Table(
     # No foreign key: the event of a deleted user outlives the user.
     Column("user_id", BigInteger, nullable=False),
     Column("at", UtcDateTime, nullable=False),
+    # Who made the change; NULL in rows written before the column existed.
+    Column("actor_id", BigInteger, nullable=True),
     sqlite_autoincrement=True,
 )
 
@@ -140,6 +143,15 @@ revoked_access_tokens = Table(
     metadata,
     Column("jti", String(128), primary_key=True),
     Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+# Per user: sessions that began before `valid_from` are over (password, role, deletion).
+# No foreign key: the mark of a deleted user must outlive the user.
+session_marks = Table(
+    "session_marks",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("valid_from", UtcDateTime, nullable=False, index=True),
 )
 
 
@@ -201,7 +213,7 @@ class SqlStore:
         return self.url.get_backend_name()
 
     async def open(self) -> None:
-        """Connect, and create the tables that are missing.
+        """Connect, and migrate the schema to the newest revision if it is behind.
 
         `hide_parameters`: a database error's message would otherwise carry the
         statement's values (an email, an Argon2 hash) into the error log.
@@ -228,29 +240,19 @@ class SqlStore:
         if self.schema is not None:
             engine = engine.execution_options(schema_translate_map={None: self.schema})
         try:
-            await self._create_tables(engine)
+            await self._migrate(engine)
         except BaseException:
             await engine.dispose()
             raise
         self._engine = engine
 
-    async def _create_tables(self, engine: AsyncEngine) -> None:
-        # Several workers start at once and all run this: the lock lets one create
-        # the tables while the others wait, then find them there.
+    async def _migrate(self, engine: AsyncEngine) -> None:
+        # Several workers start at once and all run this: migrations.upgrade takes a
+        # lock, so one of them migrates while the others wait, then find nothing to do.
         for attempt in range(5):
             try:
-                async with engine.begin() as conn:
-                    if self._dialect == "postgresql":
-                        await conn.execute(
-                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
-                        )
-                        if self.schema is not None:
-                            await conn.execute(CreateSchema(self.schema, if_not_exists=True))
-                    elif self._dialect == "sqlite":
-                        # The sqlite3 driver would run each CREATE on its own; this
-                        # makes them one transaction that holds the write lock.
-                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    await conn.run_sync(metadata.create_all, checkfirst=True)
+                async with migrations.one_in_this_process(), engine.begin() as conn:
+                    await conn.run_sync(migrations.upgrade)
                 return
             except DBAPIError:
                 # Another process won a race the lock could not prevent (or held
@@ -343,15 +345,21 @@ class SqlStore:
             result = await conn.execute(delete(users).where(users.c.id == user_id))
         return result.rowcount == 1
 
-    async def add_audit(self, action: str, user_id: int, at: datetime) -> None:
+    async def add_audit(
+        self, action: str, user_id: int, at: datetime, *, actor_id: int | None = None
+    ) -> None:
+        stmt = insert(audit_events).values(action=action, user_id=user_id, at=at, actor_id=actor_id)
         async with self._write() as conn:
-            await conn.execute(insert(audit_events).values(action=action, user_id=user_id, at=at))
+            await conn.execute(stmt)
 
     async def list_audit(self, *, limit: int) -> list[AuditRecord]:
         stmt = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [AuditRecord(action=row.action, user_id=row.user_id, at=row.at) for row in rows]
+        return [
+            AuditRecord(action=row.action, user_id=row.user_id, at=row.at, actor_id=row.actor_id)
+            for row in rows
+        ]
 
     # Token state (shared.auth.TokenStore) ----------------------------------
 
@@ -428,3 +436,27 @@ class SqlStore:
         stmt = select(table.c.jti).where(table.c.jti == jti, table.c.expires_at > datetime.now(UTC))
         async with self.engine.connect() as conn:
             return (await conn.execute(stmt)).first() is not None
+
+    async def end_sessions(self, user_id: str, at: datetime) -> None:
+        stmt = self._upsert(session_marks).values(user_id=user_id, valid_from=at)
+        # Only ever forward: of two changes racing, the later mark stays.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={"valid_from": stmt.excluded.valid_from},
+            where=session_marks.c.valid_from < stmt.excluded.valid_from,
+        )
+        async with self._write() as conn:
+            await conn.execute(stmt)
+
+    async def sessions_valid_from(self, user_id: str) -> datetime | None:
+        stmt = select(session_marks.c.valid_from).where(session_marks.c.user_id == user_id)
+        async with self.engine.connect() as conn:
+            valid_from: datetime | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return valid_from
+
+    async def session_marks(self, since: datetime) -> list[tuple[str, datetime]]:
+        table = session_marks
+        stmt = select(table.c.user_id, table.c.valid_from).where(table.c.valid_from > since)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [(row.user_id, row.valid_from) for row in rows]
