@@ -10,7 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from .db import UserStore
+from .docs import CONTACT, LICENSE, operation_id, serve_docs
 from .routers import basics, users
+
+TAGS = [
+    {"name": "basics", "description": "Is the app up? And a first greeting."},
+    {"name": "users", "description": "Sign up, list, read, replace, change and delete users."},
+]
 
 
 def create_app() -> FastAPI:
@@ -18,8 +24,15 @@ def create_app() -> FastAPI:
         title="Week 5: REST + CRUD",
         description="A users CRUD API with an in-memory store.",
         version="5.0.0",
+        contact=CONTACT,
+        license_info=LICENSE,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # serve_docs() serves both pages, from the app's own files
+        redoc_url=None,
         exception_handlers={RequestValidationError: validation_error_without_input},
     )
+    serve_docs(app)
     app.state.store = UserStore()
     app.include_router(basics.router)
     app.include_router(users.router)

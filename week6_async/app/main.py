@@ -12,7 +12,15 @@ from fastapi.responses import JSONResponse
 from .audit import AuditLog
 from .config import Settings
 from .db import UserStore
+from .docs import CONTACT, LICENSE, operation_id, serve_docs
 from .routers import audit, basics, demo, users
+
+TAGS = [
+    {"name": "basics", "description": "Is the app up? And a first greeting."},
+    {"name": "users", "description": "Sign up, list, read, replace, change and delete users."},
+    {"name": "audit", "description": "What happened to whom: written after each response."},
+    {"name": "demo", "description": "One wait written three ways: async, threaded, blocking."},
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,8 +29,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Week 6: async",
         description="The users API with an async store, background tasks and a sync/async demo.",
         version="6.0.0",
+        contact=CONTACT,
+        license_info=LICENSE,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # serve_docs() serves both pages, from the app's own files
+        redoc_url=None,
         exception_handlers={RequestValidationError: validation_error_without_input},
     )
+    serve_docs(app)
     app.state.store = UserStore(latency_ms=settings.db_latency_ms)
     app.state.audit = AuditLog()
     app.include_router(basics.router)

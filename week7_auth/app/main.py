@@ -14,11 +14,20 @@ from fastapi.responses import JSONResponse
 from .audit import AuditLog
 from .config import DEVELOPMENT_JWT_SECRET, Settings
 from .db import UserStore
-from .middleware import RequestLogMiddleware
+from .docs import CONTACT, LICENSE, operation_id, serve_docs
+from .middleware import RequestLogMiddleware, document_request_log_headers
 from .routers import audit, auth, basics, demo, users
 from .security import AccessTokens, PasswordHasher
 
 logger = logging.getLogger(__name__)
+
+TAGS = [
+    {"name": "basics", "description": "Is the app up? And a first greeting."},
+    {"name": "auth", "description": "Log in with the OAuth2 password form: a bearer token."},
+    {"name": "users", "description": "Sign up (no token needed), then read and change users."},
+    {"name": "audit", "description": "What happened to whom: written after each response."},
+    {"name": "demo", "description": "One wait written three ways: async, threaded, blocking."},
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,8 +44,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The users API behind passwords and JWTs, with request logging. "
         "Sign up with POST /users, then use Authorize to log in.",
         version="7.0.0",
+        contact=CONTACT,
+        license_info=LICENSE,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # serve_docs() serves both pages, from the app's own files
+        redoc_url=None,
         exception_handlers={RequestValidationError: validation_error_without_input},
     )
+    serve_docs(app)
     app.state.store = UserStore(latency_ms=settings.db_latency_ms)
     app.state.audit = AuditLog()
     app.state.passwords = PasswordHasher(settings.argon2_time_cost, settings.argon2_memory_cost)
@@ -47,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(audit.router)
     app.include_router(demo.router)
+    document_request_log_headers(app)
     return app
 
 

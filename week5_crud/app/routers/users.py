@@ -24,6 +24,16 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": Message, "description": "Another user has this email"}
 }
+CREATED: dict[int | str, dict[str, Any]] = {
+    201: {
+        "headers": {
+            "Location": {
+                "description": "The new user's URL: /users/{id}",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
 
 
 def get_store(request: Request) -> UserStore:
@@ -43,7 +53,7 @@ def email_taken() -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail="Email already registered")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+@router.post("", status_code=status.HTTP_201_CREATED, responses={**CREATED, **CONFLICT})
 def create_user(body: UserCreate, store: Store, response: Response) -> User:
     """Sign up a new user."""
     try:

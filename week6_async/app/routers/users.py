@@ -35,6 +35,16 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": Message, "description": "Another user has this email"}
 }
+CREATED: dict[int | str, dict[str, Any]] = {
+    201: {
+        "headers": {
+            "Location": {
+                "description": "The new user's URL: /users/{id}",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
 
 
 # `async def` although nothing is awaited: a plain `def` dependency would be sent to
@@ -63,7 +73,7 @@ def email_taken() -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail="Email already registered")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+@router.post("", status_code=status.HTTP_201_CREATED, responses={**CREATED, **CONFLICT})
 async def create_user(
     body: UserCreate, store: Store, audit: Audit, response: Response, tasks: BackgroundTasks
 ) -> User:

@@ -39,6 +39,16 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": Message, "description": "Another user has this email"}
 }
+CREATED: dict[int | str, dict[str, Any]] = {
+    201: {
+        "headers": {
+            "Location": {
+                "description": "The new user's URL: /users/{id}",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
 FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"model": Message, "description": "Someone else's account"}
 }
@@ -67,7 +77,7 @@ async def own_user_id(user_id: UserId, current: CurrentUser, store: Store) -> in
 OwnUserId = Annotated[int, Depends(own_user_id)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+@router.post("", status_code=status.HTTP_201_CREATED, responses={**CREATED, **CONFLICT})
 async def create_user(
     body: UserCreate,
     store: Store,

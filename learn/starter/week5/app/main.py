@@ -7,12 +7,29 @@ app/routers/users.py. Each TODO names the roadmap day it belongs to.
 from fastapi import FastAPI
 
 from .db import UserStore
+from .docs import CONTACT, LICENSE, operation_id, serve_docs
 from .routers import users
 from .todo import not_yet
 
+TAGS = [
+    {"name": "basics", "description": "Is the app up? And a first greeting."},
+    {"name": "users", "description": "Sign up, list, read, replace, change and delete users."},
+]
+
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="My week 5: REST + CRUD")
+    # Given, not a TODO: /docs and /redoc that work offline, and an OpenAPI file that
+    # a client generator can use (app/docs.py says how).
+    app = FastAPI(
+        title="My week 5: REST + CRUD",
+        contact=CONTACT,
+        license_info=LICENSE,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
+        docs_url=None,
+        redoc_url=None,
+    )
+    serve_docs(app)
     # One store per app, kept on the app: no module-level `fake_db` that tests would share.
     app.state.store = UserStore()
     app.include_router(users.router)
