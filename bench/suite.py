@@ -198,6 +198,22 @@ def build_plan(
             signs_up=True,
             description="final app, memory://, METRICS_ENABLED=true (multiprocess mode)",
         ),
+        # R7 and L1 compare today's Argon2 sizing (one lane, a core left to the event
+        # loop) with the previous one: every core hashing, four lanes each.
+        AppSpec(
+            "final-wide-argon2",
+            final_target,
+            final_env(
+                redis_url,
+                secret,
+                "wide",
+                extra_env,
+                ARGON2_PARALLELISM="4",
+                MAX_CONCURRENT_HASHES="2",
+            ),
+            signs_up=True,
+            description="final app, memory://, 2 hashes at once × 4 lanes (the old sizing)",
+        ),
         AppSpec(
             "final-db50",
             final_target,
@@ -403,6 +419,18 @@ def build_plan(
         ),
         Measurement("final/health-idle", "final", "final GET /health, idle", health_light),
         Measurement(
+            "wide/health-busy", "final-wide-argon2", "old Argon2 sizing: /health, logins running",
+            health_light, background=logins,
+        ),
+        Measurement(
+            "wide/health-idle", "final-wide-argon2", "old Argon2 sizing: /health, idle",
+            health_light,
+        ),
+        Measurement("final/logins", "final", "final POST /auth/token", logins),
+        Measurement(
+            "wide/logins", "final-wide-argon2", "old Argon2 sizing: POST /auth/token", logins
+        ),
+        Measurement(
             "limiter-cache/user",
             "limiter-cache",
             "fastapi-limiter + fastapi-cache2 GET /users/{id}",
@@ -499,6 +527,16 @@ def build_plan(
             "R7", "/health p99 while logins run ÷ idle p99",
             "final/health-busy", "final/health-idle", Metric.P99, 1.5, at_most=True, by_cpu=False,
             meaning="Argon2 runs off the event loop, so logins don't stall other requests",
+        ),
+        Ratio(
+            "R7w", "R7 under the old Argon2 sizing (2 hashes at once × 4 lanes)",
+            "wide/health-busy", "wide/health-idle", Metric.P99, 1.5, at_most=True, by_cpu=False,
+            meaning="what leaving a core to the event loop changed, measured in the same run",
+        ),
+        Ratio(
+            "L1", "logins per second, today's Argon2 sizing ÷ the old one",
+            "final/logins", "wide/logins", Metric.THROUGHPUT, 0.5, by_cpu=False,
+            meaning="what that costs in login throughput (the hash's cost itself is unchanged)",
         ),
         Ratio(
             "P1", "our cached GET ÷ fastapi-limiter + fastapi-cache2, same Redis",

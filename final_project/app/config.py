@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.auth import hashing_slots
+
 # Secrets printed in this repository (the week 7-8 lessons' development default, and
 # the one this app used to fall back to): anyone can sign tokens with them.
 PUBLIC_SECRETS = frozenset(
@@ -71,11 +73,13 @@ class Settings(BaseSettings):
     # HTTP); needs the `tracing` extra: pip install -c constraints.txt -e '.[tracing]'.
     tracing_enabled: bool = False
 
-    # Argon2 cost. The defaults are pwdlib's recommended ones; tests lower them.
+    # Argon2id cost: 64 MiB, 3 passes, one lane (shared/auth.py says why); tests lower it.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost: int = Field(default=65536, ge=8)
-    argon2_parallelism: int = Field(default=4, ge=1)
-    # Hashes that may wait for one of the two hashing threads; past that, a fast 503.
+    argon2_parallelism: int = Field(default=1, ge=1)
+    # Hashes at once: the cores less one for the event loop, per worker process.
+    max_concurrent_hashes: int = Field(default_factory=hashing_slots, ge=1)
+    # Hashes that may wait for a hashing thread; past that, a fast 503.
     max_waiting_hashes: int = Field(default=8, ge=0)
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")

@@ -78,6 +78,7 @@ async def open_services(settings: Settings, metrics: Metrics | None = None) -> S
         argon2_time_cost=settings.argon2_time_cost,
         argon2_memory_cost=settings.argon2_memory_cost,
         argon2_parallelism=settings.argon2_parallelism,
+        max_concurrent_hashes=settings.max_concurrent_hashes,
         max_waiting_hashes=settings.max_waiting_hashes,
     )
 

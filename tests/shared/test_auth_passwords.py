@@ -11,7 +11,7 @@ import time
 import pytest
 from pwdlib import PasswordHash
 
-from shared.auth import AuthSettings, HashingBusy, PasswordHasher
+from shared.auth import AuthSettings, HashingBusy, PasswordHasher, hashing_slots
 
 
 def cheap(time_cost: int = 1, max_concurrent: int = 2) -> PasswordHasher:
@@ -30,10 +30,10 @@ async def test_a_hash_verifies_its_password_only() -> None:
 
 async def test_default_parameters_use_64_mib_and_come_from_settings() -> None:
     hashed = await PasswordHasher().hash("pw")
-    assert "$m=65536,t=3,p=4$" in hashed
+    assert "$m=65536,t=3,p=1$" in hashed
     settings = AuthSettings(jwt_secret="k" * 32, argon2_memory_cost=128, argon2_time_cost=2)
     hashed = await PasswordHasher(settings).hash("pw")
-    assert "$m=128,t=2,p=4$" in hashed
+    assert "$m=128,t=2,p=1$" in hashed
 
 
 class CountingHash:
@@ -163,3 +163,12 @@ async def test_past_the_waiting_line_a_hash_is_refused_at_once() -> None:
         assert sum(isinstance(o, HashingBusy) for o in outcomes) == 1
     finally:
         hasher.close()
+
+
+@pytest.mark.parametrize(("cores", "slots"), [(1, 1), (2, 1), (4, 3)])
+def test_hashing_leaves_one_core_to_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch, cores: int, slots: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert hashing_slots() == slots
+    assert AuthSettings(jwt_secret="k" * 32).max_concurrent_hashes == slots
