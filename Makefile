@@ -12,7 +12,7 @@ export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 WEEKS := week5 week6 week7 week8 final
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock run-week5 run-week6 run-week7 run-week8 run-final demo-week6 demo-week8 \
+.PHONY: help install lock run-week5 run-week6 run-week7 run-week8 run-final migrate demo-week6 demo-week8 \
         steps step $(addprefix start-,$(WEEKS)) $(addprefix grade-,$(WEEKS)) \
         test test-week5 test-week6 test-week7 test-week8 test-shared test-final \
         check format diff-week6 diff-week7 diff-week8 bench clean
@@ -49,11 +49,17 @@ run-week7: install ## week 7: passwords, JWT, middleware (port 8007)
 run-week8: install ## week 8: Redis cache and rate limits (port 8008, WORKERS=n)
 	$(BIN)/uvicorn week8_redis.app.main:app --host $(HOST) --port $(or $(PORT),8008) --workers $(WORKERS)
 
-run-final: install ## the final project (port 8000, WORKERS=n)
+run-final: install ## the final project (port 8000, WORKERS=n); migrates DATABASE_URL first
 	@# Validate the settings first: with several workers, uvicorn would stop on a refused
 	@# production config but still exit 0.
 	@$(BIN)/python -m final_project.app.config
-	$(BIN)/uvicorn final_project.app.main:app --host $(HOST) --port $(or $(PORT),8000) --workers $(WORKERS)
+	$(BIN)/alembic -c final_project/alembic.ini upgrade head
+	@# The image's command: uvicorn with WORKERS processes, and with METRICS_ENABLED one
+	@# metrics directory for all of them.
+	HOST=$(HOST) PORT=$(or $(PORT),8000) WORKERS=$(WORKERS) $(BIN)/python -m final_project.serve
+
+migrate: install ## upgrade the final project's database (DATABASE_URL) to the newest revision
+	$(BIN)/alembic -c final_project/alembic.ini upgrade head
 
 demo-week6: install ## week 6: time concurrent async, sync and blocking sleeps
 	$(BIN)/python -m week6_async.demo

@@ -121,6 +121,7 @@ class ResponseCache:
         *,
         circuit_cooldown: float = 1.0,
         repair_interval: float = 0.2,
+        on_circuit_change: Callable[[bool], None] | None = None,
     ) -> None:
         settings = settings or CacheSettings()
         self.redis = redis
@@ -136,7 +137,7 @@ class ResponseCache:
         self._lock_prefix = f"{prefix}cache:lock:"
         self._lookup_sha = _sha(LOOKUP_SCRIPT)
         self._fill_sha = _sha(FILL_SCRIPT)
-        self._circuit = RedisCircuit(circuit_cooldown)
+        self._circuit = RedisCircuit(circuit_cooldown, on_change=on_circuit_change)
         self._repair_interval = repair_interval
         self._watch = redis_watch(redis)
         self._generation = self._watch.generation if self._watch is not None else 0

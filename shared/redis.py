@@ -152,10 +152,14 @@ class RedisCircuit:
     probes whether Redis is back.
     """
 
-    def __init__(self, cooldown: float = 1.0) -> None:
+    def __init__(
+        self, cooldown: float = 1.0, *, on_change: Callable[[bool], None] | None = None
+    ) -> None:
         self.cooldown = cooldown
         self.down = False
         self._retry_at = 0.0
+        # Told True when an outage starts and False when it ends (metrics, alerts).
+        self.on_change = on_change
 
     def allows(self) -> bool:
         """True when Redis should be tried now."""
@@ -166,12 +170,16 @@ class RedisCircuit:
         self._retry_at = time.monotonic() + self.cooldown
         started = not self.down
         self.down = True
+        if started and self.on_change is not None:
+            self.on_change(True)
         return started
 
     def succeeded(self) -> bool:
         """Record a success; True when it ends an outage."""
         ended = self.down
         self.down = False
+        if ended and self.on_change is not None:
+            self.on_change(False)
         return ended
 
 
