@@ -2,6 +2,7 @@
 where week 5's store does not."""
 
 import asyncio
+import importlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.contract.test_basics import ABSOLUTE_URL, urls_named_by
 from week5_crud.app.main import create_app
 from week5_crud.steps import day1_hello, day3_fake_db
 
@@ -131,3 +133,26 @@ async def test_week5_lets_one_of_many_concurrent_sign_ups_take_an_email() -> Non
         listed = (await client.get("/users")).json()
     assert sorted(r.status_code for r in answers) == [201] + [409] * 19
     assert [user["email"] for user in listed] == ["race@example.com"]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "week5_crud.steps.day1_hello",
+        "week5_crud.steps.day3_fake_db",
+        "week6_async.steps.day5_background_task",
+        "week7_auth.steps.day5_middleware_http",
+    ],
+)
+async def test_every_step_that_serves_an_app_has_docs_that_work_offline(module: str) -> None:
+    app = importlib.import_module(module).app
+    async with serve(app) as client:
+        for page in ("/docs", "/redoc"):
+            html = (await client.get(page)).text
+            urls = urls_named_by(html)
+            assert urls, html
+            assert not ABSOLUTE_URL.findall(html), (module, page, html)
+            for url in urls:
+                r = await client.get(url)
+                assert r.status_code == 200, (module, url)
+                assert r.content, (module, url)

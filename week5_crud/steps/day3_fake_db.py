@@ -15,7 +15,8 @@ and a lock that makes check-then-insert a single step.
 """
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import HTTPException
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 
@@ -28,7 +29,7 @@ class User(UserIn):
     id: int
 
 
-app = FastAPI(title="Day 3: a fake database")
+app = FastAPIOffline(title="Day 3: a fake database")
 fake_db: list[User] = []
 
 

@@ -13,10 +13,11 @@ task is lost. Week 6's app records its audit events this way (app/audit.py).
 import asyncio
 
 import uvicorn
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import BackgroundTasks
+from fastapi_offline import FastAPIOffline
 
 EMAIL_SECONDS = 2.0  # how long the pretend mail server takes
-app = FastAPI(title="Day 5: background tasks")
+app = FastAPIOffline(title="Day 5: background tasks")
 outbox: list[str] = []
 
 

@@ -14,10 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Request, Response
+from fastapi_offline import FastAPIOffline
 
 logger = logging.getLogger(__name__)
-app = FastAPI(title="Day 5: a logging middleware")
+app = FastAPIOffline(title="Day 5: a logging middleware")
 
 
 @app.middleware("http")
