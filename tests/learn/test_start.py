@@ -1,5 +1,8 @@
 """`make start-weekN`: a workspace of the learner's own, never overwriting their work."""
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,19 @@ def test_the_final_project_starts_from_week_8(workspaces: Path) -> None:
     config = (workspaces / "final" / "app" / "config.py").read_text()
     assert "admin_email: str | None = None" in config
     assert "redis_url: str" in config
+
+
+def test_half_done_work_in_my_never_fails_the_linter(tmp_path: Path) -> None:
+    # `make check` runs ruff over the whole repository: my/ must be outside it.
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    broken = tmp_path / "my" / "week5" / "app" / "main.py"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("import os\ndef create_app(:\n")
+    ruff = Path(sys.executable).parent / "ruff"
+    done = subprocess.run([ruff, "check", "."], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # ... while the same file anywhere else is reported.
+    shutil.copytree(tmp_path / "my", tmp_path / "elsewhere")
+    done = subprocess.run([ruff, "check", "."], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout
+    assert "elsewhere" in done.stdout
