@@ -27,6 +27,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 logger = logging.getLogger(__name__)
+# Alembic announces each of its autogenerate plugins at INFO on every upgrade, seven
+# lines a start-up that say nothing about this database; "Running upgrade" still shows.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # Any constant works: it only has to be the same in every process that migrates.
