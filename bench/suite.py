@@ -310,7 +310,7 @@ def build_plan(
                 "shared-limit",
                 "bench.peers.shared_limit:app",
                 {**peer_env, "REDIS_PREFIX": "bench:shared-limit:"},
-                description="bare app + shared/rate_limit.py",
+                description="bare app + shared/rate_limit/",
             )
         )
     else:
@@ -463,7 +463,7 @@ def build_plan(
         ]
         r5 = Ratio(
             "R5",
-            "GET /hello with rate limiting ÷ without (bare app + shared/rate_limit.py)",
+            "GET /hello with rate limiting ÷ without (bare app + shared/rate_limit/)",
             "shared-limit/hello",
             "bare/hello",
             Metric.THROUGHPUT,

@@ -185,6 +185,8 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
 
+    # The plain ASGI middleware skeleton (Starlette's own middleware opens the same
+    # way): observability and rate_limit share its shape, not its work.
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)

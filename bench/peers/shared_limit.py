@@ -1,4 +1,4 @@
-"""The bare app plus our rate limiter (shared/rate_limit.py) and nothing else.
+"""The bare app plus our rate limiter (shared/rate_limit/) and nothing else.
 
 R5 compares the same endpoint with and without rate limiting. When the app under
 test has no setting that turns its limiter off, R5 compares this app's /hello

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.auth import hashing_slots
+from shared.rate_limit import parse_rate
 
 # Secrets printed in this repository (the week 7-8 lessons' development default, and
 # the one this app used to fall back to): anyone can sign tokens with them.
@@ -73,7 +74,7 @@ class Settings(BaseSettings):
     # HTTP); needs the `tracing` extra: pip install -c constraints.txt -e '.[tracing]'.
     tracing_enabled: bool = False
 
-    # Argon2id cost: 64 MiB, 3 passes, one lane (shared/auth.py says why); tests lower it.
+    # Argon2id cost: 64 MiB, 3 passes, one lane (shared/auth/settings.py says why); tests lower it.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
@@ -95,11 +96,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def rate_format(cls, value: str) -> str:
-        count, sep, period = value.partition("/")
-        if not (sep and count.strip().isdigit() and int(count) > 0):
-            raise ValueError("must look like 60/minute")
-        if period.strip() not in {"second", "minute", "hour"}:
-            raise ValueError("period must be second, minute or hour")
+        parse_rate(value)  # the limiter's own parser: one notion of a valid rate
         return value
 
     @field_validator("jwt_secret")
@@ -141,11 +138,15 @@ def check() -> None:
     try:
         Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        sys.exit(f"refusing to start: {problems}")
+        sys.exit(f"refusing to start: {settings_problems(exc)}")
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Every problem of invalid settings on one line, without the values (secrets)."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+        for error in exc.errors(include_input=False)
+    )
 
 
 if __name__ == "__main__":

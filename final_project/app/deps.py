@@ -13,16 +13,15 @@ from fastapi import Depends, HTTPException, Path, Request, status
 
 from shared.auth import AccessClaims, TokenService, bearer_claims_dependency, require_role
 
-from .config import Settings as AppSettings
-from .services import Services as AppServices
-from .services import user_id_of
+from .config import Settings
+from .services import Services, user_id_of
 from .store import UserRecord, UserStore
 
 MAX_ID = 2**63 - 1
 
 
-def services_of(request: Request) -> AppServices:
-    services: AppServices = request.app.state.services
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
     return services
 
 
@@ -30,7 +29,7 @@ def tokens_of(request: Request) -> TokenService:
     return services_of(request).tokens
 
 
-async def get_services(request: Request) -> AppServices:
+async def get_services(request: Request) -> Services:
     return services_of(request)
 
 
@@ -38,13 +37,14 @@ async def get_store(request: Request) -> UserStore:
     return services_of(request).store
 
 
-async def get_settings(request: Request) -> AppSettings:
+async def get_settings(request: Request) -> Settings:
     return services_of(request).settings
 
 
-Services = Annotated[AppServices, Depends(get_services)]
-Store = Annotated[UserStore, Depends(get_store)]
-Settings = Annotated[AppSettings, Depends(get_settings)]
+# Named `...Dep` so they never shadow the classes they wrap.
+ServicesDep = Annotated[Services, Depends(get_services)]
+StoreDep = Annotated[UserStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -63,7 +63,7 @@ Claims = Annotated[AccessClaims, Depends(bearer_claims)]
 AdminClaims = Annotated[AccessClaims, Depends(require_role("admin", claims=bearer_claims))]
 
 
-async def current_user(claims: Claims, store: Store) -> UserRecord:
+async def current_user(claims: Claims, store: StoreDep) -> UserRecord:
     """The caller as the store knows them now: writes decide on today's role."""
     user_id = user_id_of(claims.sub)
     user = await store.get_user(user_id) if user_id is not None else None
@@ -77,7 +77,7 @@ CurrentUser = Annotated[UserRecord, Depends(current_user)]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="1 … 2⁶³−1")]
 
 
-async def editable_user(user_id: UserId, me: CurrentUser, store: Store) -> UserRecord:
+async def editable_user(user_id: UserId, me: CurrentUser, store: StoreDep) -> UserRecord:
     """The user a PUT/PATCH/DELETE names: 404 if absent, 403 unless it is the caller or an admin."""
     user = me if user_id == me.id else await store.get_user(user_id)
     if user is None:
@@ -90,7 +90,7 @@ async def editable_user(user_id: UserId, me: CurrentUser, store: Store) -> UserR
 EditableUser = Annotated[UserRecord, Depends(editable_user)]
 
 
-async def spend_password_attempt(services: AppServices, email: str) -> None:
+async def spend_password_attempt(services: Services, email: str) -> None:
     """Count a password check against its account's budget (LOGIN_ACCOUNT_RATE_LIMIT): 429 past it.
 
     Per account, whatever the client address: rotating X-Forwarded-For or addresses

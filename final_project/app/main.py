@@ -26,7 +26,7 @@ from shared.observability import RequestContextMiddleware, configure_logging
 from shared.rate_limit import RateLimiter, RateLimitMiddleware, RouteLimit
 from shared.security import SecurityHeadersMiddleware, TrustedHostMiddleware
 
-from .config import Settings
+from .config import Settings, settings_problems
 from .errors import install_error_handlers, render_problem, use_problem_media_type
 from .middleware import BodySizeLimitMiddleware
 from .routers import audit, auth, basics, demo, health, users
@@ -103,7 +103,10 @@ def principal_of(scope: Scope) -> str | None:
 
 
 def peek_of(scope: Scope) -> list[str]:
-    """The revocation keys of this request's token, read in the rate limiter's round trip."""
+    """The revocation keys of this request's token, read in the rate limiter's round trip.
+
+    `TokenService` is a `shared.redis.PeekSource`: see shared/redis/peek.py.
+    """
     services = _services(scope)
     return services.tokens.peek_keys(scope) if services is not None else []
 
@@ -118,10 +121,7 @@ def settings_from_environment() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
-            for error in exc.errors(include_input=False)
-        )
+        problems = settings_problems(exc)
         print(f"final_project refuses to start: {problems}", file=sys.stderr, flush=True)
         raise SystemExit(STARTUP_FAILURE) from None
 

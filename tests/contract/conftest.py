@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
+from tests import clients
+from tests.clients import serve
 from tests.contract.apps import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -73,65 +72,26 @@ async def client(
         )
     for name, value in app_under_test.environment(backing).items():
         monkeypatch.setenv(name, value)
-    app = app_under_test.build(backing)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    async with serve(app_under_test.build(backing)) as client:
+        yield client
 
 
-@dataclass
-class Account:
-    """A user the test signed up, and the headers that act as them."""
-
-    user: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def id(self) -> int:
-        return int(self.user["id"])
-
-
-class Api:
+class Api(clients.Api):
     """Signs users up the way each week expects: with a password and a token from week 7."""
 
     def __init__(self, client: httpx.AsyncClient, app: AppUnderTest) -> None:
-        self.client = client
+        super().__init__(client, password=PASSWORD, auth=app.auth)
         self.app = app
-        self.auth = app.auth
-        self._numbers = itertools.count(1)
-
-    def new_email(self) -> str:
-        return f"user{next(self._numbers)}@example.com"
-
-    def sign_up_body(self, name: str = "Maroof", email: str | None = None) -> dict[str, str]:
-        body = {"name": name, "email": email or self.new_email()}
-        if self.auth:
-            body["password"] = PASSWORD
-        return body
-
-    async def sign_up(self, name: str = "Maroof", email: str | None = None) -> Account:
-        r = await self.client.post("/users", json=self.sign_up_body(name, email))
-        assert r.status_code == 201, r.text
-        account = Account(r.json())
-        if self.auth:
-            account.headers = await self.log_in(account.user["email"])
-        return account
 
     def changing_credentials(self, body: dict[str, Any]) -> dict[str, Any]:
         """A body that changes one's own email or password: the final project wants the
         current password with it."""
         return {**body, "current_password": PASSWORD} if self.app.week >= 9 else body
 
-    async def log_in(self, email: str, password: str = PASSWORD) -> dict[str, str]:
-        r = await self.client.post("/auth/token", data={"username": email, "password": password})
-        assert r.status_code == 200, r.text
-        return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
     async def audit_reader(self) -> dict[str, str]:
         """Who may read /audit: anyone (week 6), anyone signed in (7-8), an admin (final)."""
         if self.app.week >= 9:
-            return await self.log_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+            return (await self.log_in(ADMIN_EMAIL, ADMIN_PASSWORD)).headers
         if self.auth:
             return (await self.sign_up("Auditor")).headers
         return {}

@@ -14,8 +14,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import httpx
 import yaml
 
 from tests.servers import ROOT
+from tests.waiting import wait_until_sync
 
 VENV_BIN = Path(sys.executable).parent
 # The image puts its virtual environment first on PATH; here that is .venv/bin.
@@ -57,13 +57,6 @@ def compose() -> dict[str, Any]:
     loaded = yaml.safe_load((ROOT / "compose.yaml").read_text())
     assert isinstance(loaded, dict)
     return loaded
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
-        time.sleep(0.1)
 
 
 class Process:
@@ -110,7 +103,7 @@ def running(command: list[str], *, env: Mapping[str, str], ready_url: str) -> It
         return False
 
     try:
-        wait_until(ready, 60, f"{ready_url} = 200 ({process})")
+        wait_until_sync(ready, f"{ready_url} = 200 ({process})", timeout=60)
         yield process
     finally:
         process.stop()

@@ -27,8 +27,9 @@ import pytest
 import redis
 
 from tests.conftest import missing
-from tests.deploy.conftest import Process, wait_until
+from tests.deploy.conftest import Process
 from tests.servers import ROOT, Uvicorn, free_port
+from tests.waiting import wait_until_sync
 
 SITE = ROOT / "deploy" / "nginx" / "final.conf"
 # Short, so a stalled request is closed quickly here; production keeps 10 s.
@@ -96,7 +97,7 @@ class Nginx(Process):
                 return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
             return False
 
-        wait_until(ready, 30, "nginx answers /health")
+        wait_until_sync(ready, "nginx answers /health", timeout=30)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
 - `make_client(**settings)`: the app in this process (httpx over ASGI, lifespan
   run), with test settings: memory store without latency, cheap Argon2, real Redis
   under this test's prefix, generous limits unless a test sets its own.
-- `Api`: sign up, log in and act as a user, the way a client would.
+- `Api`: sign up, log in and act as a user, the way a client would (`tests.clients.Api`,
+  with this suite's password, and the user of each login read from GET /users/me).
 - `final_env(...)`: the environment for a real uvicorn of the final project.
 """
 
@@ -12,17 +13,16 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
 from final_project.app.config import LOCAL_HOSTS, Settings
 from final_project.app.main import create_app
+from tests import clients
+from tests.clients import Account, serve
 
 SECRET = "final-project-tests-secret-0123456789abcdef"
 PASSWORD = "correct horse battery"
@@ -56,16 +56,6 @@ def settings_for_tests(redis_url: str, redis_prefix: str, **overrides: Any) -> S
     return Settings(_env_file=None, **values)
 
 
-@asynccontextmanager
-async def serve_in_process(
-    app: FastAPI, *, client_address: tuple[str, int] = ("127.0.0.1", 50000)
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, client=client_address)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-
-
 MakeClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
@@ -75,7 +65,7 @@ def make_client(redis_url: str, redis_prefix: str) -> MakeClient:
 
     def make(**overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
         url = overrides.pop("redis_url", redis_url)
-        return serve_in_process(create_app(settings_for_tests(url, redis_prefix, **overrides)))
+        return serve(create_app(settings_for_tests(url, redis_prefix, **overrides)))
 
     return make
 
@@ -86,56 +76,17 @@ async def client(make_client: MakeClient) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@dataclass
-class Session:
-    """A signed-in user: who they are and the tokens that act as them."""
-
-    user: dict[str, Any]
-    access_token: str
-    refresh_token: str
-    email: str = ""
-    password: str = PASSWORD
-
-    @property
-    def id(self) -> int:
-        return int(self.user["id"])
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-
-class Api:
+class Api(clients.Api):
     """Drives the API the way a client does; every helper asserts its own success."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self._numbers = itertools.count(1)
+        super().__init__(client, password=PASSWORD)
 
-    def new_email(self) -> str:
-        return f"user{next(self._numbers)}@example.com"
+    async def log_in(self, email: str, password: str | None = None) -> Account:
+        """A new session of `email`'s, with the user as GET /users/me shows it."""
+        return await self.who_am_i(await super().log_in(email, password))
 
-    async def sign_up(self, name: str = "Maroof", email: str | None = None) -> Session:
-        email = email or self.new_email()
-        r = await self.client.post(
-            "/users", json={"name": name, "email": email, "password": PASSWORD}
-        )
-        assert r.status_code == 201, r.text
-        session = await self.log_in(email)
-        session.user = r.json()
-        return session
-
-    async def log_in(self, email: str, password: str = PASSWORD) -> Session:
-        r = await self.client.post("/auth/token", data={"username": email, "password": password})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        me = await self.client.get(
-            "/users/me", headers={"Authorization": f"Bearer {body['access_token']}"}
-        )
-        assert me.status_code == 200, me.text
-        return Session(me.json(), body["access_token"], body["refresh_token"], email, password)
-
-    async def admin(self) -> Session:
+    async def admin(self) -> Account:
         return await self.log_in(ADMIN_EMAIL, ADMIN_PASSWORD)
 
 
@@ -188,7 +139,7 @@ class ServerApi:
         # Unique across tests: a module's server keeps its database between them.
         return f"user{next(self._numbers)}-{uuid.uuid4().hex[:8]}@example.com"
 
-    def sign_up(self, name: str = "Maroof", email: str | None = None) -> Session:
+    def sign_up(self, name: str = "Maroof", email: str | None = None) -> Account:
         email = email or self.new_email()
         r = self.client.post("/users", json={"name": name, "email": email, "password": PASSWORD})
         assert r.status_code == 201, r.text
@@ -196,7 +147,7 @@ class ServerApi:
         session.user = r.json()
         return session
 
-    def log_in(self, email: str, password: str = PASSWORD) -> Session:
+    def log_in(self, email: str, password: str = PASSWORD) -> Account:
         r = self.client.post("/auth/token", data={"username": email, "password": password})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -204,4 +155,4 @@ class ServerApi:
             "/users/me", headers={"Authorization": f"Bearer {body['access_token']}"}
         )
         assert me.status_code == 200, me.text
-        return Session(me.json(), body["access_token"], body["refresh_token"], email, password)
+        return Account(me.json(), body["access_token"], body["refresh_token"], email, password)

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from final_project.app.main import create_app
+from tests.clients import client_for, running
 from tests.final_project.conftest import PASSWORD, Api, MakeClient, settings_for_tests
 
 ClientAt = Callable[[str], httpx.AsyncClient]
@@ -24,11 +24,10 @@ async def clients_by_address(
     """One app; `client_at("10.0.0.7")` is a client whose requests come from that address."""
     app = create_app(settings_for_tests(redis_url, redis_prefix, **settings))
     clients: list[httpx.AsyncClient] = []
-    async with LifespanManager(app) as manager:
+    async with running(app) as started:
 
         def client_at(address: str) -> httpx.AsyncClient:
-            transport = httpx.ASGITransport(app=manager.app, client=(address, 50000))
-            clients.append(httpx.AsyncClient(transport=transport, base_url="http://test"))
+            clients.append(client_for(started, client=(address, 50000)))
             return clients[-1]
 
         try:

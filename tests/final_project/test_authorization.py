@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from final_project.app.main import create_app
-from tests.final_project.conftest import Api, serve_in_process, settings_for_tests
+from tests.clients import serve
+from tests.final_project.conftest import Api, settings_for_tests
 
 
 async def test_a_user_sees_only_id_and_name_of_others(client: httpx.AsyncClient, api: Api) -> None:
@@ -184,7 +185,7 @@ async def test_a_failing_audit_write_is_logged_and_never_breaks_the_response(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("audit table is gone")
 
-    async with serve_in_process(app) as client:
+    async with serve(app) as client:
         app.state.services.store.add_audit = broken
         with caplog.at_level(logging.ERROR):
             r = await client.post(

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from final_project.app.config import PUBLIC_SECRETS, Settings
 from final_project.app.main import create_app, settings_from_environment
-from tests.final_project.conftest import APP, Api, serve_in_process, settings_for_tests
+from tests.clients import serve
+from tests.final_project.conftest import APP, Api, settings_for_tests
 from tests.servers import ROOT, Uvicorn, free_port
 
 STRONG = "a-production-secret-that-is-long-enough-0123456789"
@@ -76,14 +77,14 @@ async def test_development_without_a_secret_makes_a_private_one_that_restarts_sh
 ) -> None:
     settings = settings_for_tests(redis_url, redis_prefix, jwt_secret=None, data_dir=tmp_path)
     # Two apps (two workers, or before and after a restart) accept each other's tokens.
-    async with serve_in_process(create_app(settings)) as first:
+    async with serve(create_app(settings)) as first:
         admin = await Api(first).admin()
         for public in PUBLIC_SECRETS:  # the attack: sign an admin with a secret anyone can read
             r = await first.get(
                 "/audit", headers={"Authorization": f"Bearer {forged_admin_token(public)}"}
             )
             assert r.status_code == 401, r.text
-    async with serve_in_process(create_app(settings)) as second:
+    async with serve(create_app(settings)) as second:
         r = await second.get("/audit", headers=admin.headers)
     assert r.status_code == 200, r.text
     secret_file = tmp_path / "jwt_secret"

@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from final_project.app.main import create_app
+from tests.clients import running
 from tests.final_project.conftest import PASSWORD, settings_for_tests
 
 PACKAGE = "users_api_client"
@@ -68,8 +68,9 @@ async def test_a_generated_client_goes_from_sign_up_to_log_out(
     generated: Path, redis_url: str, redis_prefix: str
 ) -> None:
     app = create_app(settings_for_tests(redis_url, redis_prefix))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+    async with running(app) as started:
+        # One transport for both: ours, and the generated client's.
+        transport = httpx.ASGITransport(app=started)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
             document = (await http.get("/openapi.json")).json()
         generate_client(document, generated)

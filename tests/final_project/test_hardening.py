@@ -10,7 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from final_project.app.main import create_app
-from tests.final_project.conftest import Api, MakeClient, serve_in_process, settings_for_tests
+from tests.clients import serve
+from tests.final_project.conftest import Api, MakeClient, settings_for_tests
 
 MIB = 1024 * 1024
 
@@ -266,7 +267,7 @@ async def test_a_crash_is_a_500_problem_without_internals(
         raise RuntimeError("connection string postgres://admin:pw@db")
 
     app.add_api_route("/crash", crash)
-    async with serve_in_process(app) as client:
+    async with serve(app) as client:
         r = await client.get("/crash")
     assert_problem(r, 500)
     assert "postgres" not in r.text

@@ -5,9 +5,7 @@ total.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from final_project.app.config import Settings
-from tests.deploy.conftest import PATH, running, wait_until
+from tests.deploy.conftest import PATH, running
 from tests.final_project.conftest import SECRET, Api, MakeClient
 from tests.servers import RedisServer, Uvicorn, free_port
+from tests.waiting import wait_until, wait_until_sync
 
 TOKEN = "metrics-scrape-token-0123456789"
 SCRAPE = {"Authorization": f"Bearer {TOKEN}"}
@@ -148,10 +147,7 @@ async def test_the_circuit_gauge_closes_again_when_redis_is_back(
             text = await scrape(client)
             return value(text, "final_redis_circuit_open", component="rate_limit") == 0
 
-        deadline = time.monotonic() + 30
-        while not await closed():
-            assert time.monotonic() < deadline, "the circuit never closed"
-            await asyncio.sleep(0.1)
+        await wait_until(closed, "the circuit gauge closes", timeout=30)
 
     assert opened == 1
 
@@ -260,7 +256,7 @@ def test_tracing_sends_fastapis_spans_over_otlp_when_switched_on(
         def exported() -> bool:
             return any(b"/hello" in body for body in received)
 
-        wait_until(exported, 30, "a span of GET /hello reaches the collector")
+        wait_until_sync(exported, "a span of GET /hello reaches the collector", timeout=30)
     spans = b"".join(received)
     assert b"final-project-test" in spans
     # FastAPI's own spans: the request named by its route, and the endpoint inside it.

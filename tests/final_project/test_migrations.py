@@ -13,7 +13,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from final_project.app.store import migrations
 from final_project.app.store.sql import SqlStore, async_url, audit_events, metadata, users
 from tests.conftest import missing
 from tests.servers import ROOT, throwaway_postgres_database
+from tests.waiting import wait_until_sync
 
 T = TypeVar("T")
 APP_TABLES = {
@@ -220,7 +220,12 @@ def test_replicas_migrating_at_once_do_not_race(database_url: str, tmp_path: Pat
         for flag in ready
     ]
     try:
-        wait_until(lambda: all(flag.exists() for flag in ready), "every replica is ready")
+        wait_until_sync(
+            lambda: all(flag.exists() for flag in ready),
+            "every replica is ready",
+            timeout=60,
+            interval=0.02,
+        )
         go.touch()
         for replica in replicas:
             _, errors = replica.communicate(timeout=120)
@@ -232,13 +237,6 @@ def test_replicas_migrating_at_once_do_not_race(database_url: str, tmp_path: Pat
 
     assert revision(database_url) == migrations.head_revision()
     assert asyncio.run(sign_up_and_list(database_url, "a@example.com")) == ["a@example.com"]
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
-        time.sleep(0.02)
 
 
 def test_a_release_rolled_back_starts_on_a_database_a_newer_one_migrated(

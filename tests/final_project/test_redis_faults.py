@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from tests.clients import Account
 from tests.conftest import missing
-from tests.final_project.conftest import APP, ServerApi, Session, final_env
+from tests.final_project.conftest import APP, ServerApi, final_env
 from tests.servers import RedisServer, Uvicorn
 from tests.servers import private_redis as start_private_redis
+from tests.waiting import wait_until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -64,23 +66,24 @@ def timed(call: Callable[[], httpx.Response]) -> httpx.Response:
     return r
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the API did not recover in time"
-        time.sleep(0.2)
+def wait_until(predicate: Callable[[], bool], what: str = "the API recovers") -> None:
+    wait_until_sync(predicate, what, interval=0.2)
 
 
 def ready_everywhere(api: ServerApi) -> bool:
     return all(api.client.get("/health/ready").status_code == 200 for _ in range(ROUNDS))
 
 
-def warm(api: ServerApi, me: Session) -> None:
+def warm(api: ServerApi, me: Account) -> None:
     for _ in range(ROUNDS):
         assert api.client.get(f"/users/{me.id}", headers=me.headers).status_code == 200
 
 
-def check_outage(api: ServerApi, me: Session, name: str) -> None:
+def cached(api: ServerApi, path: str, me: Account) -> bool:
+    return api.client.get(path, headers=me.headers).headers["x-cache"] == "HIT"
+
+
+def check_outage(api: ServerApi, me: Account, name: str) -> None:
     """Everything a client does still works, each request within the budget."""
     for _ in range(ROUNDS):
         r = timed(lambda: api.client.get(f"/users/{me.id}", headers=me.headers))
@@ -104,7 +107,7 @@ def check_outage(api: ServerApi, me: Session, name: str) -> None:
     assert timed(lambda: api.client.get("/users", headers=me.headers)).status_code == 200
 
 
-def check_recovered(api: ServerApi, me: Session, name: str) -> None:
+def check_recovered(api: ServerApi, me: Account, name: str) -> None:
     wait_until(lambda: ready_everywhere(api))
     names = {
         api.client.get(f"/users/{me.id}", headers=me.headers).json()["name"] for _ in range(ROUNDS)
@@ -143,9 +146,12 @@ def test_nothing_written_in_an_outage_is_served_stale_from_an_old_snapshot(
     api: ServerApi, private_redis: RedisServer
 ) -> None:
     me = api.sign_up("Old name")
-    warm(api, me)  # the snapshot will hold "Old name" in the cache
-    lists = [api.client.get("/users?limit=100", headers=me.headers) for _ in range(ROUNDS)]
-    assert lists[-1].headers["x-cache"] == "HIT"
+    # The snapshot will hold "Old name" in the cache: a HIT shows the entry is in Redis.
+    # Waited for, not expected of the nth read: a worker that has not yet noticed the
+    # last test's restart bypasses the cache for a circuit cooldown, and the kernel
+    # decides which worker each read reaches.
+    wait_until(lambda: cached(api, f"/users/{me.id}", me), "the user is cached")
+    wait_until(lambda: cached(api, "/users?limit=100", me), "the list is cached")
     private_redis.snapshot()
     private_redis.kill()
 

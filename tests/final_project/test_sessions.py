@@ -7,7 +7,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.final_project.conftest import PASSWORD, Api, MakeClient, Session
+from tests.clients import Account
+from tests.final_project.conftest import PASSWORD, Api, MakeClient
 
 NEW_PASSWORD = "a brand new password"
 
@@ -16,7 +17,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def assert_session_over(client: httpx.AsyncClient, session: Session, *paths: str) -> None:
+async def assert_session_over(client: httpx.AsyncClient, session: Account, *paths: str) -> None:
     for path in paths:
         r = await client.get(path, headers=session.headers)
         assert r.status_code == 401, (path, r.text)

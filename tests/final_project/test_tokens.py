@@ -15,12 +15,13 @@ import pytest
 from jwt.utils import base64url_encode
 from jwt.warnings import InsecureKeyLengthWarning
 
-from tests.final_project.conftest import PASSWORD, SECRET, Api, Session
+from tests.clients import Account
+from tests.final_project.conftest import PASSWORD, SECRET, Api
 
 ISSUER = "fastapi-course"
 
 
-def forge(session: Session, *, key: str = SECRET, algorithm: str = "HS256", **changes: Any) -> str:
+def forge(session: Account, *, key: str = SECRET, algorithm: str = "HS256", **changes: Any) -> str:
     """A token signed like the server signs, with `changes` applied (None removes a claim).
 
     `lifetime=N` sets `exp` N seconds after `iat`.
@@ -255,7 +256,7 @@ async def test_a_token_whose_sub_names_nobody_is_refused_on_cached_reads_too(
 ) -> None:
     me = await api.sign_up()
     assert (await client.get("/users", headers=me.headers)).status_code == 200  # cached
-    nobody = Session({"id": 424242}, "", "")
+    nobody = Account({"id": 424242}, "", "")
     for path in ("/users", f"/users/{me.id}", "/users/me"):
         assert_unauthorized(await client.get(path, headers=bearer(forge(nobody))))
 

@@ -6,12 +6,15 @@ import asyncio
 import os
 import sys
 import threading
-import time
+from typing import Any
 
 import pytest
 from pwdlib import PasswordHash
 
 from shared.auth import AuthSettings, HashingBusy, PasswordHasher, hashing_slots
+from tests.waiting import wait_until
+
+HOLD_SECONDS = 10
 
 
 def cheap(time_cost: int = 1, max_concurrent: int = 2) -> PasswordHasher:
@@ -37,76 +40,89 @@ async def test_default_parameters_use_64_mib_and_come_from_settings() -> None:
 
 
 class CountingHash:
-    """Wraps pwdlib to count verifications and watch how many run at once."""
+    """Spies on pwdlib's `PasswordHash` (every hasher's): counts verifications, watches
+    how many hashes run at once, and holds each hash until `release` is set."""
 
-    def __init__(self, inner: PasswordHash) -> None:
-        self.inner = inner
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.verifications = 0
         self.running = 0
         self.most = 0
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
+        self.release.set()
+        # Per hash: True when `release` let it go, False when the hold timed out.
+        self.released: list[bool] = []
         self.lock = threading.Lock()
+        hash_, verify = PasswordHash.hash, PasswordHash.verify
+        verify_and_update = PasswordHash.verify_and_update
 
-    def _enter(self) -> None:
-        with self.lock:
-            self.running += 1
-            self.most = max(self.most, self.running)
+        def counted_hash(inner: PasswordHash, password: str | bytes, **kwargs: Any) -> str:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            self.started.release()
+            try:
+                self.released.append(self.release.wait(HOLD_SECONDS))
+                return hash_(inner, password, **kwargs)
+            finally:
+                with self.lock:
+                    self.running -= 1
 
-    def _leave(self) -> None:
-        with self.lock:
-            self.running -= 1
+        def counted_verify(inner: PasswordHash, password: str | bytes, hashed: str | bytes) -> bool:
+            valid = verify(inner, password, hashed)
+            self.verifications += 1
+            return valid
 
-    def hash(self, password: str) -> str:
-        self._enter()
-        try:
-            time.sleep(0.03)
-            return self.inner.hash(password)
-        finally:
-            self._leave()
+        def counted_verify_and_update(
+            inner: PasswordHash, password: str | bytes, hashed: str | bytes
+        ) -> tuple[bool, str | None]:
+            outcome = verify_and_update(inner, password, hashed)
+            self.verifications += 1
+            return outcome
 
-    def verify(self, password: str, hashed: str) -> bool:
-        valid = self.inner.verify(password, hashed)
-        self.verifications += 1
-        return valid
-
-    def verify_and_update(self, password: str, hashed: str) -> tuple[bool, str | None]:
-        outcome = self.inner.verify_and_update(password, hashed)
-        self.verifications += 1
-        return outcome
+        monkeypatch.setattr(PasswordHash, "hash", counted_hash)
+        monkeypatch.setattr(PasswordHash, "verify", counted_verify)
+        monkeypatch.setattr(PasswordHash, "verify_and_update", counted_verify_and_update)
 
 
-async def test_an_unknown_user_still_costs_one_argon2_verification() -> None:
+async def test_an_unknown_user_still_costs_one_argon2_verification(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     hasher = cheap()
-    counting = CountingHash(hasher._hash)
-    hasher._hash = counting  # type: ignore[assignment]
+    counting = CountingHash(monkeypatch)
     assert await hasher.verify("whatever", None) == (False, None)
     assert await hasher.verify("whatever", "not-a-hash") == (False, None)
     assert counting.verifications == 2
 
 
-async def test_concurrent_hashes_are_bounded_by_the_semaphore() -> None:
+async def test_concurrent_hashes_are_bounded_by_the_semaphore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     hasher = cheap(max_concurrent=2)
-    counting = CountingHash(hasher._hash)
-    hasher._hash = counting  # type: ignore[assignment]
-    await asyncio.gather(*(hasher.hash(f"pw{i}") for i in range(8)))
+    counting = CountingHash(monkeypatch)
+    counting.release.clear()  # each hash waits in its thread until released
+    hashes = asyncio.gather(*(hasher.hash(f"pw{i}") for i in range(8)))
+    for _ in range(2):
+        await wait_until(lambda: counting.started.acquire(blocking=False), "a hash started")
+    # Two run, held; the other six wait their turn instead of starting.
+    assert counting.running == 2
+    counting.release.set()
+    await hashes
     assert counting.most == 2
+    assert counting.released == [True] * 8
 
 
-async def test_hashing_runs_off_the_event_loop() -> None:
+async def test_hashing_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     hasher = cheap()
-    counting = CountingHash(hasher._hash)  # each hash sleeps 30 ms in its thread
-    hasher._hash = counting  # type: ignore[assignment]
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.001)
-
-    task = asyncio.create_task(ticker())
-    await hasher.hash("pw")
-    task.cancel()
-    assert ticks >= 5  # the loop kept running while the thread hashed
+    counting = CountingHash(monkeypatch)
+    counting.release.clear()
+    hashing = asyncio.create_task(hasher.hash("pw"))
+    # The hash is held in its thread until this coroutine releases it: had it run on
+    # the event loop, this coroutine could not run until the hold timed out.
+    await wait_until(lambda: counting.started.acquire(blocking=False), "the hash started")
+    counting.release.set()
+    assert (await hashing).startswith("$argon2id$")
+    assert counting.released == [True]
 
 
 async def test_a_hash_with_old_parameters_is_rehashed_on_login() -> None:
@@ -128,15 +144,23 @@ def test_a_short_jwt_secret_is_refused() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux")
-async def test_hashing_threads_yield_the_cpu_to_the_event_loop() -> None:
+async def test_hashing_threads_yield_the_cpu_to_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     hasher = cheap()
     try:
         base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-        def own_niceness() -> int:
-            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        niceness: list[int] = []
+        hash_ = PasswordHash.hash
 
-        assert await hasher._in_thread(own_niceness) == min(19, base + 10)
+        def noting_niceness(inner: PasswordHash, password: str | bytes, **kwargs: Any) -> str:
+            niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return hash_(inner, password, **kwargs)
+
+        monkeypatch.setattr(PasswordHash, "hash", noting_niceness)
+        await hasher.hash("pw")
+        assert niceness == [min(19, base + 10)]
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     finally:
         hasher.close()

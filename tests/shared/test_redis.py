@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.redis import (
@@ -19,6 +19,7 @@ from shared.redis import (
     server_run_id,
 )
 from tests.servers import RedisServer
+from tests.waiting import wait_until, wait_until_sync
 
 
 async def test_client_is_ready_against_a_live_server(redis_url: str) -> None:
@@ -35,51 +36,82 @@ async def test_ready_is_false_without_a_client_or_server(private_redis: RedisSer
     assert not await redis_ready(None)
     client = create_redis(RedisSettings(url=private_redis.url))
     private_redis.kill()
-    started = time.monotonic()
     try:
         assert not await redis_ready(client)
     finally:
         await client.aclose()
-    assert time.monotonic() - started < 1.0
 
 
 async def test_a_paused_server_costs_one_short_timeout_not_retries(
     private_redis: RedisServer,
 ) -> None:
     client = create_redis(RedisSettings(url=private_redis.url))
+    watcher = create_redis(RedisSettings(url=private_redis.url))
     assert await client.ping()
+    connections = await connections_received(watcher)
     private_redis.pause()
-    started = time.monotonic()
     try:
+        # Both give up while the server still hangs ...
+        async def get_anything() -> object:
+            return await client.get("anything")
+
+        get = asyncio.create_task(get_anything())
+        await wait_until(get.done, "the GET gives up while Redis hangs")
         with pytest.raises(RedisError):
-            await client.get("anything")
-        assert not await redis_ready(client)
+            get.result()
+        ready = asyncio.create_task(redis_ready(client))
+        await wait_until(ready.done, "the readiness check gives up while Redis hangs")
+        assert not ready.result()
     finally:
         private_redis.resume()
         await client.aclose()
-    # Two calls, each bounded by socket_timeout=0.25 s (redis-py's default retries
-    # would have taken seconds).
-    assert time.monotonic() - started < 1.2
 
-
-async def test_pool_is_bounded_and_waits_only_briefly(redis_url: str) -> None:
-    settings = RedisSettings(url=redis_url, max_connections=1, pool_timeout=0.05, socket_timeout=2)
-    client = create_redis(settings)
     try:
+        # ... after one try each. The resumed server accepts the connections made while
+        # it hung: one, the readiness check's (the GET had its connection already).
+        # redis-py's default retries would have reconnected to send each call again.
+        async def accepted() -> bool:
+            return await connections_received(watcher) > connections
 
+        await wait_until(accepted, "the resumed server accepts what waited for it")
+        assert await connections_received(watcher) == connections + 1
+    finally:
+        await watcher.aclose()
+
+
+async def connections_received(watcher: Redis) -> int:
+    """The server's count of connections accepted so far (INFO stats)."""
+    stats = await watcher.info("stats")
+    return int(stats["total_connections_received"])
+
+
+async def test_pool_is_bounded_and_waits_only_briefly(redis_url: str, redis_prefix: str) -> None:
+    settings = RedisSettings(url=redis_url, max_connections=1, pool_timeout=0.05, socket_timeout=60)
+    client = create_redis(settings)
+    other = create_redis(RedisSettings(url=redis_url))
+    queue = f"{redis_prefix}queue"
+    try:
+        # Holds the only connection until something is pushed onto the queue.
         async def hold_the_only_connection() -> object:
-            return await client.blpop(["x:nothing"], timeout=0.3)
+            return await client.blpop([queue], timeout=0)
 
         blocking = asyncio.create_task(hold_the_only_connection())
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
+
+        async def blocked() -> bool:
+            return any(c.get("cmd") == "blpop" for c in await other.client_list())
+
+        await wait_until(blocked, "the BLPOP holds the only connection")
         with pytest.raises(RedisError):
             await client.ping()
-        assert time.monotonic() - started < 0.2
-        assert await blocking is None
+        # The PING gave up while the only connection was still taken: it waited for
+        # the pool briefly, not for the connection to come back.
+        assert not blocking.done()
+        await other.lpush(queue, b"done")
+        assert await blocking == (queue.encode(), b"done")
         assert await client.ping()
     finally:
         await client.aclose()
+        await other.aclose()
 
 
 async def test_watch_notices_a_restarted_server(private_redis: RedisServer) -> None:
@@ -119,8 +151,7 @@ def test_circuit_skips_redis_during_the_cooldown_then_probes_again() -> None:
     assert circuit.failed()  # a new outage
     assert not circuit.failed()  # the same one
     assert not circuit.allows()
-    time.sleep(0.06)
-    assert circuit.allows()
+    wait_until_sync(circuit.allows, "the cooldown ends")
     assert circuit.succeeded()
     assert not circuit.down
 
@@ -151,15 +182,20 @@ async def test_a_failing_batch_fails_each_of_its_callers() -> None:
 
 
 async def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
+    batches: list[list[int]] = []
+    answer = asyncio.Event()
+
     async def run(items: list[int]) -> list[int]:
-        await asyncio.sleep(0.05)
+        batches.append(items)
+        await answer.wait()
         return items
 
     batcher: Batcher[int, int] = Batcher(run)
     leaving = asyncio.create_task(batcher.submit(1))
     staying = asyncio.create_task(batcher.submit(2))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: batches == [[1, 2]], "one batch goes out for both")
     leaving.cancel()
+    answer.set()
     assert await staying == 2
 
 
@@ -179,17 +215,21 @@ async def test_one_at_a_time_runs_once_for_concurrent_callers() -> None:
 
 async def test_one_at_a_time_survives_a_caller_that_gives_up() -> None:
     started = 0
+    finish = asyncio.Event()
 
     async def repair() -> bool:
         nonlocal started
         started += 1
-        await asyncio.sleep(0.05)
+        await finish.wait()
         return True
 
     once = OneAtATime(repair)
     impatient = asyncio.create_task(once())
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: started == 1, "the repair starts")
     impatient.cancel()
     # The repair the impatient caller started goes on, and the next caller joins it.
-    assert await once() is True
+    patient = asyncio.create_task(once())
+    await asyncio.sleep(0)  # one turn of the loop: the patient caller is waiting too
+    finish.set()
+    assert await patient is True
     assert started == 1

@@ -2,25 +2,19 @@
 
 import threading
 
-import httpx
-from asgi_lifespan import LifespanManager
-
+from tests.clients import serve
 from week5_crud.app.db import EmailTaken, UserStore
 from week5_crud.app.main import create_app
 from week5_crud.app.schemas import UserCreate
 
 
 async def test_each_app_has_its_own_users() -> None:
-    first, second = create_app(), create_app()
-    async with LifespanManager(first), LifespanManager(second):
-        one = httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://a")
-        two = httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://b")
-        async with one, two:
-            r = await one.post("/users", json={"name": "Only Here", "email": "a@example.com"})
-            assert r.status_code == 201, r.text
-            assert (await two.get("/users")).json() == []
-            r = await two.post("/users", json={"name": "Also Here", "email": "a@example.com"})
-            assert r.status_code == 201, r.text
+    async with serve(create_app()) as one, serve(create_app()) as two:
+        r = await one.post("/users", json={"name": "Only Here", "email": "a@example.com"})
+        assert r.status_code == 201, r.text
+        assert (await two.get("/users")).json() == []
+        r = await two.post("/users", json={"name": "Also Here", "email": "a@example.com"})
+        assert r.status_code == 201, r.text
 
 
 def test_store_lets_one_of_many_threads_take_an_email() -> None:

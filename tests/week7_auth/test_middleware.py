@@ -9,8 +9,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.clients import Api, serve
 from tests.servers import Uvicorn
-from tests.week7_auth.conftest import Users, fast_settings, serve
+from tests.waiting import wait_until_sync
+from tests.week7_auth.conftest import fast_settings
 from week7_auth.app.config import DEVELOPMENT_JWT_SECRET
 from week7_auth.app.main import create_app
 
@@ -29,7 +31,7 @@ def parse(line: str) -> re.Match[str]:
 
 
 async def test_each_request_is_logged_once_with_method_path_status_duration_and_id(
-    client: httpx.AsyncClient, users: Users, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, users: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     account = await users.sign_up()
     caplog.set_level(logging.INFO, logger="week7_auth")
@@ -151,9 +153,10 @@ def test_log_lines_reach_the_terminal_under_uvicorn() -> None:
     with Uvicorn("week7_auth.app.main:app", env=env) as server:
         r = httpx.get(f"{server.url}/users", headers={"X-Request-ID": "under-uvicorn"})
         assert r.status_code == 401, r.text
-        deadline = time.monotonic() + 5
-        while "request_id=under-uvicorn" not in server.output() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until_sync(
+            lambda: "request_id=under-uvicorn" in server.output(),
+            f"the log line reaches the terminal:\n{server.output()}",
+        )
         output = server.output()
 
     [line] = [line for line in output.splitlines() if "request_id=under-uvicorn" in line]

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.week7_auth.conftest import Users
+from tests.clients import Api
 
 ATTACKS = [
     ("PUT", {"name": "Hacked", "email": "hacked@example.com"}),
@@ -15,7 +15,7 @@ ATTACKS = [
 
 @pytest.mark.parametrize(("method", "body"), ATTACKS)
 async def test_changing_another_user_is_forbidden_and_changes_nothing(
-    client: httpx.AsyncClient, users: Users, method: str, body: dict[str, str] | None
+    client: httpx.AsyncClient, users: Api, method: str, body: dict[str, str] | None
 ) -> None:
     mallory, victim = await users.sign_up("Mallory"), await users.sign_up("Victim")
     r = await client.request(method, f"/users/{victim.id}", json=body, headers=mallory.headers)
@@ -31,7 +31,7 @@ async def test_changing_another_user_is_forbidden_and_changes_nothing(
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 async def test_changing_a_user_who_does_not_exist_is_404_not_403(
-    client: httpx.AsyncClient, users: Users, method: str
+    client: httpx.AsyncClient, users: Api, method: str
 ) -> None:
     account = await users.sign_up()
     body = {"name": "Ghost", "email": "ghost@example.com"} if method != "DELETE" else None
@@ -40,7 +40,7 @@ async def test_changing_a_user_who_does_not_exist_is_404_not_403(
 
 
 async def test_a_signed_in_user_may_change_themselves(
-    client: httpx.AsyncClient, users: Users
+    client: httpx.AsyncClient, users: Api
 ) -> None:
     account = await users.sign_up("Before")
     r = await client.patch(f"/users/{account.id}", json={"name": "After"}, headers=account.headers)
@@ -57,9 +57,7 @@ async def test_sign_up_needs_no_token_but_everything_else_does(client: httpx.Asy
         assert r.json() == {"detail": "Not authenticated"}
 
 
-async def test_the_audit_log_is_for_signed_in_users(
-    client: httpx.AsyncClient, users: Users
-) -> None:
+async def test_the_audit_log_is_for_signed_in_users(client: httpx.AsyncClient, users: Api) -> None:
     account = await users.sign_up()
     r = await client.get("/audit", headers=account.headers)
     assert r.status_code == 200, r.text

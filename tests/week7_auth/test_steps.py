@@ -11,8 +11,9 @@ import sys
 import jwt
 import pytest
 
+from tests.clients import serve
 from tests.servers import ROOT
-from tests.week7_auth.conftest import fast_settings, serve
+from tests.week7_auth.conftest import fast_settings
 from week7_auth.app.main import create_app
 from week7_auth.steps import day2_jwt_by_hand as day2
 from week7_auth.steps import day5_middleware_http as day5

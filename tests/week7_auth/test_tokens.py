@@ -13,7 +13,8 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from tests.week7_auth.conftest import SECRET, Account, Users, fast_settings, serve
+from tests.clients import Account, Api, serve
+from tests.week7_auth.conftest import SECRET, fast_settings
 from week7_auth.app.main import create_app
 
 
@@ -55,7 +56,7 @@ FORGED: dict[str, Callable[[Account, Account], str]] = {
         claims_for(victim.id), key="an-attackers-guess-at-the-secret-0123456789"
     ),
     "payload swapped, signature kept": lambda own, victim: with_payload_of(
-        own.token, sign(claims_for(victim.id), key="x" * 32)
+        own.access_token, sign(claims_for(victim.id), key="x" * 32)
     ),
     "alg none": lambda _, victim: f"{b64url({'alg': 'none'})}.{b64url(claims_for(victim.id))}.",
     "HS512 with our secret": lambda _, victim: sign(claims_for(victim.id), algorithm="HS512"),
@@ -64,13 +65,13 @@ FORGED: dict[str, Callable[[Account, Account], str]] = {
     "no iat": lambda _, victim: sign(claims_for(victim.id, iat=None)),
     "no jti": lambda _, victim: sign(claims_for(victim.id, jti=None)),
     "sub not a user id": lambda _, victim: sign(claims_for(victim.id, sub="admin")),
-    "truncated": lambda own, _: own.token[:-4],
+    "truncated": lambda own, _: own.access_token[:-4],
 }
 
 
 @pytest.mark.parametrize("forge", FORGED.values(), ids=FORGED.keys())
 async def test_a_token_that_is_not_exactly_ours_is_401(
-    client: httpx.AsyncClient, users: Users, forge: Callable[[Account, Account], str]
+    client: httpx.AsyncClient, users: Api, forge: Callable[[Account, Account], str]
 ) -> None:
     own, victim = await users.sign_up("Mallory"), await users.sign_up("Victim")
     r = await client.get("/users/me", headers={"Authorization": f"Bearer {forge(own, victim)}"})
@@ -93,7 +94,7 @@ async def test_a_missing_or_malformed_bearer_value_is_401(
 
 
 async def test_the_forgery_helpers_make_tokens_we_accept_when_untampered(
-    client: httpx.AsyncClient, users: Users
+    client: httpx.AsyncClient, users: Api
 ) -> None:
     # Guards the test above: its tokens fail for the reason named, not for some other.
     account = await users.sign_up()
@@ -104,10 +105,10 @@ async def test_the_forgery_helpers_make_tokens_we_accept_when_untampered(
     assert r.json()["id"] == account.id
 
 
-async def test_token_names_the_user_and_lives_15_minutes(users: Users) -> None:
+async def test_token_names_the_user_and_lives_15_minutes(users: Api) -> None:
     account = await users.sign_up()
-    header = jwt.get_unverified_header(account.token)
-    claims = jwt.decode(account.token, SECRET, algorithms=["HS256"])
+    header = jwt.get_unverified_header(account.access_token)
+    claims = jwt.decode(account.access_token, SECRET, algorithms=["HS256"])
     assert header["alg"] == "HS256"
     assert claims["sub"] == str(account.id)
     assert claims["exp"] - claims["iat"] == 15 * 60
@@ -115,26 +116,28 @@ async def test_token_names_the_user_and_lives_15_minutes(users: Users) -> None:
     assert set(claims) == {"sub", "exp", "iat", "jti"}  # nothing else: a payload is public
 
 
-async def test_every_token_has_its_own_jti(users: Users) -> None:
+async def test_every_token_has_its_own_jti(users: Api) -> None:
     account = await users.sign_up()
     again = await users.log_in(account.email)
-    first, second = (jwt.decode(t, SECRET, algorithms=["HS256"]) for t in (account.token, again))
+    first, second = (
+        jwt.decode(a.access_token, SECRET, algorithms=["HS256"]) for a in (account, again)
+    )
     assert first["jti"] != second["jti"]
 
 
-async def test_token_response_is_not_cached(client: httpx.AsyncClient, users: Users) -> None:
+async def test_token_response_is_not_cached(client: httpx.AsyncClient, users: Api) -> None:
     account = await users.sign_up()
     r = await users.try_log_in(account.email, account.password)
     assert r.headers["cache-control"] == "no-store"
 
 
-async def test_the_scheme_name_is_case_insensitive(client: httpx.AsyncClient, users: Users) -> None:
+async def test_the_scheme_name_is_case_insensitive(client: httpx.AsyncClient, users: Api) -> None:
     account = await users.sign_up()
-    r = await client.get("/users/me", headers={"Authorization": f"bearer {account.token}"})
+    r = await client.get("/users/me", headers={"Authorization": f"bearer {account.access_token}"})
     assert r.status_code == 200, r.text
 
 
-async def test_a_deleted_users_token_stops_working(client: httpx.AsyncClient, users: Users) -> None:
+async def test_a_deleted_users_token_stops_working(client: httpx.AsyncClient, users: Api) -> None:
     account = await users.sign_up()
     r = await client.delete(f"/users/{account.id}", headers=account.headers)
     assert r.status_code == 204, r.text

@@ -5,17 +5,14 @@ other's cache entries or rate-limit counters. Argon2 runs at its cheapest and th
 limits are generous unless a test is about them.
 """
 
-import itertools
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from tests.clients import Api, serve
 from week8_redis.app.config import Settings
 from week8_redis.app.main import create_app
 
@@ -40,15 +37,6 @@ def fast_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
-@asynccontextmanager
-async def serve(app: FastAPI, **transport: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and talk to it in-process (`client=(host, port)` sets the peer)."""
-    async with LifespanManager(app) as manager:
-        asgi = httpx.ASGITransport(app=manager.app, **transport)
-        async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
-            yield client
-
-
 @pytest.fixture
 def make_app(redis_url: str, redis_prefix: str) -> AppFactory:
     """Build an app on the test's Redis and prefix; keyword arguments override settings."""
@@ -66,36 +54,6 @@ async def client(make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@dataclass
-class Account:
-    id: int
-    email: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-class Users:
-    """Signs users up and logs them in through the API."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self._numbers = itertools.count(1)
-
-    async def sign_up(self, name: str = "Maroof") -> Account:
-        email = f"user{next(self._numbers)}@example.com"
-        body = {"name": name, "email": email, "password": PASSWORD}
-        r = await self.client.post("/users", json=body)
-        assert r.status_code == 201, r.text
-        user_id = r.json()["id"]
-        login = {"username": email, "password": PASSWORD}
-        r = await self.client.post("/auth/token", data=login)
-        assert r.status_code == 200, r.text
-        return Account(user_id, email, r.json()["access_token"])
-
-
 @pytest.fixture
-def users(client: httpx.AsyncClient) -> Users:
-    return Users(client)
+def users(client: httpx.AsyncClient) -> Api:
+    return Api(client, password=PASSWORD)

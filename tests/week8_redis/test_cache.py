@@ -7,8 +7,9 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.clients import Api, serve
 from tests.servers import RedisServer
-from tests.week8_redis.conftest import AppFactory, Users, serve
+from tests.week8_redis.conftest import AppFactory
 from week8_redis.app.cache import ResponseCache
 from week8_redis.app.db import UserRecord, UserStore
 
@@ -25,7 +26,7 @@ async def read_twice(
     assert second.headers["x-cache"] == "HIT", second.headers
 
 
-async def test_a_user_read_is_a_miss_then_a_hit(client: httpx.AsyncClient, users: Users) -> None:
+async def test_a_user_read_is_a_miss_then_a_hit(client: httpx.AsyncClient, users: Api) -> None:
     account = await users.sign_up("Ayesha")
     first = await client.get(f"/users/{account.id}", headers=account.headers)
     second = await client.get(f"/users/{account.id}", headers=account.headers)
@@ -40,7 +41,7 @@ async def test_a_user_read_is_a_miss_then_a_hit(client: httpx.AsyncClient, users
 
 
 async def test_each_page_of_the_list_is_cached_on_its_own(
-    client: httpx.AsyncClient, users: Users
+    client: httpx.AsyncClient, users: Api
 ) -> None:
     account = await users.sign_up()
     await users.sign_up()
@@ -55,7 +56,7 @@ async def test_each_page_of_the_list_is_cached_on_its_own(
     assert [user["id"] for user in r.json()] == [account.id]
 
 
-async def test_a_cached_answer_still_needs_a_token(client: httpx.AsyncClient, users: Users) -> None:
+async def test_a_cached_answer_still_needs_a_token(client: httpx.AsyncClient, users: Api) -> None:
     account = await users.sign_up()
     await read_twice(client, f"/users/{account.id}", account.headers)
     r = await client.get(f"/users/{account.id}")
@@ -63,9 +64,7 @@ async def test_a_cached_answer_still_needs_a_token(client: httpx.AsyncClient, us
     assert "x-cache" not in r.headers
 
 
-async def test_users_me_shows_each_caller_themselves(
-    client: httpx.AsyncClient, users: Users
-) -> None:
+async def test_users_me_shows_each_caller_themselves(client: httpx.AsyncClient, users: Api) -> None:
     # The signed-in user is looked up through the cache, each under their own id: one
     # caller's entry never answers for another.
     one, two = await users.sign_up("One"), await users.sign_up("Two")
@@ -90,7 +89,7 @@ async def test_a_cached_read_does_not_wait_for_the_store(
 
     monkeypatch.setattr(store, "get", counting_get)
     async with serve(app) as client:
-        users = Users(client)
+        users = Api(client)
         reader, other = await users.sign_up(), await users.sign_up()
         url = f"/users/{other.id}"
         assert (await client.get(url, headers=reader.headers)).headers["x-cache"] == "MISS"
@@ -101,7 +100,7 @@ async def test_a_cached_read_does_not_wait_for_the_store(
         assert store_reads == []
 
 
-async def test_a_404_is_not_cached(client: httpx.AsyncClient, users: Users) -> None:
+async def test_a_404_is_not_cached(client: httpx.AsyncClient, users: Api) -> None:
     account = await users.sign_up()
     next_id = account.id + 1  # ids are handed out in order
     r = await client.get(f"/users/{next_id}", headers=account.headers)
@@ -117,7 +116,7 @@ async def test_a_404_is_not_cached(client: httpx.AsyncClient, users: Users) -> N
 
 
 async def test_after_a_sign_up_the_lists_show_the_new_user(
-    client: httpx.AsyncClient, users: Users
+    client: httpx.AsyncClient, users: Api
 ) -> None:
     reader = await users.sign_up("Reader")
     await read_twice(client, "/users", reader.headers)
@@ -131,7 +130,7 @@ async def test_after_a_sign_up_the_lists_show_the_new_user(
     [("PUT", {"name": "After", "email": "after@example.com"}), ("PATCH", {"name": "After"})],
 )
 async def test_after_an_update_the_user_and_every_list_holding_them_show_it(
-    client: httpx.AsyncClient, users: Users, method: str, body: dict[str, str]
+    client: httpx.AsyncClient, users: Api, method: str, body: dict[str, str]
 ) -> None:
     reader = await users.sign_up("Reader")
     account = await users.sign_up("Before")
@@ -151,7 +150,7 @@ async def test_after_an_update_the_user_and_every_list_holding_them_show_it(
 
 
 async def test_after_a_delete_the_user_and_every_list_holding_them_are_gone(
-    client: httpx.AsyncClient, users: Users
+    client: httpx.AsyncClient, users: Api
 ) -> None:
     reader = await users.sign_up("Reader")
     account = await users.sign_up("Leaving")
@@ -169,7 +168,7 @@ async def test_after_a_delete_the_user_and_every_list_holding_them_are_gone(
 
 
 async def test_a_deleted_users_token_is_refused_even_when_they_were_cached(
-    client: httpx.AsyncClient, users: Users
+    client: httpx.AsyncClient, users: Api
 ) -> None:
     account = await users.sign_up("Leaving")
     await read_twice(client, f"/users/{account.id}", account.headers)  # the lookup is cached too
@@ -182,9 +181,7 @@ async def test_a_deleted_users_token_is_refused_even_when_they_were_cached(
         assert r.headers["www-authenticate"] == "Bearer"
 
 
-async def test_a_failed_write_leaves_the_cache_alone(
-    client: httpx.AsyncClient, users: Users
-) -> None:
+async def test_a_failed_write_leaves_the_cache_alone(client: httpx.AsyncClient, users: Api) -> None:
     taken = await users.sign_up()
     account = await users.sign_up()
     url = f"/users/{account.id}"
@@ -233,10 +230,10 @@ async def test_a_restarted_app_never_serves_what_its_previous_run_cached(
     # The users live in the process's memory, so a restart starts again from id 1,
     # while Redis still holds the last run's user 1.
     async with serve(make_app()) as client:
-        first_run = await Users(client).sign_up("First run")
+        first_run = await Api(client).sign_up("First run")
         await read_twice(client, f"/users/{first_run.id}", first_run.headers)
     async with serve(make_app()) as client:
-        second_run = await Users(client).sign_up("Second run")
+        second_run = await Api(client).sign_up("Second run")
         assert second_run.id == first_run.id
         r = await client.get(f"/users/{second_run.id}", headers=second_run.headers)
         assert r.json()["name"] == "Second run"
@@ -247,7 +244,7 @@ async def test_every_key_the_app_writes_has_the_prefix_and_a_ttl(
 ) -> None:
     app = make_app(redis_url=private_redis.url, redis_prefix="mine:")
     async with serve(app) as client:
-        users = Users(client)
+        users = Api(client)
         account = await users.sign_up()
         await read_twice(client, f"/users/{account.id}", account.headers)
         await read_twice(client, "/users", account.headers)

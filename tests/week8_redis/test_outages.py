@@ -4,16 +4,15 @@ Each request waits for Redis no longer than its short timeout, then goes on with
 the cache answers BYPASS from the store, and the rate limit lets the request through.
 """
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from tests.clients import Account, Api, serve
 from tests.servers import RedisServer, free_port
-from tests.week8_redis.conftest import Account, AppFactory, Users, serve
-
-RETRIES = 100  # polls, a tenth of a second apart, for Redis to be used again
+from tests.waiting import wait_until
+from tests.week8_redis.conftest import AppFactory
 
 
 @pytest.fixture
@@ -26,13 +25,15 @@ async def client(
 
 async def read_until_hit(client: httpx.AsyncClient, url: str, account: Account) -> httpx.Response:
     """Read `url` until the cache answers it: proof that the app uses Redis (again)."""
-    for _ in range(RETRIES):
-        r = await client.get(url, headers=account.headers)
-        assert r.status_code == 200, r.text
-        if r.headers["x-cache"] == "HIT":
-            return r
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} never came from the cache")
+    reads: list[httpx.Response] = []
+
+    async def hit() -> bool:
+        reads.append(await client.get(url, headers=account.headers))
+        assert reads[-1].status_code == 200, reads[-1].text
+        return reads[-1].headers["x-cache"] == "HIT"
+
+    await wait_until(hit, f"{url} comes from the cache")
+    return reads[-1]
 
 
 async def use_the_api_without_redis(client: httpx.AsyncClient, account: Account) -> None:
@@ -52,11 +53,11 @@ async def use_the_api_without_redis(client: httpx.AsyncClient, account: Account)
 
 async def wait_until_limited_again(client: httpx.AsyncClient) -> None:
     """Send /hello until the rate limit counts it again: its RateLimit headers are back."""
-    for _ in range(RETRIES):
-        if "ratelimit" in (await client.get("/hello")).headers:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the rate limit never counted a request again")
+
+    async def counted() -> bool:
+        return "ratelimit" in (await client.get("/hello")).headers
+
+    await wait_until(counted, "the rate limit counts a request again")
 
 
 async def test_without_redis_at_all_the_api_answers_and_lets_requests_through(
@@ -64,7 +65,7 @@ async def test_without_redis_at_all_the_api_answers_and_lets_requests_through(
 ) -> None:
     nothing_there = f"redis://127.0.0.1:{free_port()}/0"
     async with serve(make_app(redis_url=nothing_there, rate_limit="2/minute")) as client:
-        account = await Users(client).sign_up()
+        account = await Api(client).sign_up()
         r = await client.get(f"/users/{account.id}", headers=account.headers)
         assert (r.status_code, r.headers["x-cache"]) == (200, "BYPASS"), r.text
         assert [(await client.get("/hello")).status_code for _ in range(3)] == [200] * 3
@@ -74,7 +75,7 @@ async def test_without_redis_at_all_the_api_answers_and_lets_requests_through(
 async def test_redis_killed_then_restarted(
     client: httpx.AsyncClient, private_redis: RedisServer
 ) -> None:
-    account = await Users(client).sign_up("Before")
+    account = await Api(client).sign_up("Before")
     url = f"/users/{account.id}"
     await read_until_hit(client, url, account)
 
@@ -89,7 +90,7 @@ async def test_redis_killed_then_restarted(
 async def test_redis_paused_then_resumed(
     client: httpx.AsyncClient, private_redis: RedisServer
 ) -> None:
-    account = await Users(client).sign_up("Before")
+    account = await Api(client).sign_up("Before")
     await read_until_hit(client, f"/users/{account.id}", account)
 
     private_redis.pause()  # SIGSTOP: connections open, nobody answers: timeouts, not errors
@@ -109,7 +110,7 @@ async def test_a_write_redis_missed_shows_once_the_old_entry_expires(
     # invalidate, and Redis still holds the old entry. CACHE_TTL_SECONDS bounds it.
     app = make_app(redis_url=private_redis.url, cache_ttl_seconds=1)
     async with serve(app) as client:
-        users = Users(client)
+        users = Api(client)
         reader, account = await users.sign_up("Reader"), await users.sign_up("Before")
         url = f"/users/{account.id}"
         await read_until_hit(client, url, reader)
@@ -121,9 +122,7 @@ async def test_a_write_redis_missed_shows_once_the_old_entry_expires(
         finally:
             private_redis.resume()
 
-        for _ in range(RETRIES):
-            r = await client.get(url, headers=reader.headers)
-            if r.json()["name"] == "After":
-                break
-            await asyncio.sleep(0.1)
-        assert r.json()["name"] == "After", r.text
+        async def shows_the_write() -> bool:
+            return bool((await client.get(url, headers=reader.headers)).json()["name"] == "After")
+
+        await wait_until(shows_the_write, "the write shows once the old entry expires")

@@ -6,9 +6,9 @@ import re
 import httpx
 import pytest
 import redis
-from asgi_lifespan import LifespanManager
 
-from tests.week8_redis.conftest import AppFactory, Users, serve
+from tests.clients import Api, client_for, running, serve
+from tests.week8_redis.conftest import AppFactory
 from week8_redis.app.rate_limit import Rate
 
 
@@ -66,7 +66,7 @@ async def test_after_retry_after_seconds_the_next_request_passes(make_app: AppFa
 
 async def test_a_signed_in_user_has_a_budget_of_their_own(make_app: AppFactory) -> None:
     async with serve(make_app(rate_limit="3/minute")) as client:
-        account = await Users(client).sign_up()  # POST /users spends one of the address's
+        account = await Api(client).sign_up()  # POST /users spends one of the address's
         for _ in range(2):
             await client.get("/hello")
         assert (await client.get("/hello")).status_code == 429  # the address is done
@@ -85,13 +85,9 @@ async def test_a_forged_token_spends_the_address_budget(make_app: AppFactory) ->
 
 async def test_each_address_has_a_budget_of_its_own(make_app: AppFactory) -> None:
     app = make_app(rate_limit="1/minute")
-    async with LifespanManager(app) as manager:
+    async with running(app) as started:
         clients = [
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=manager.app, client=(host, 50000)),
-                base_url="http://test",
-            )
-            for host in ("203.0.113.1", "203.0.113.2")
+            client_for(started, client=(host, 50000)) for host in ("203.0.113.1", "203.0.113.2")
         ]
         try:
             first = [await client.get("/hello") for client in clients]

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from tests.clients import Api, serve
 from tests.servers import ROOT
-from tests.week8_redis.conftest import AppFactory, Users, serve
+from tests.week8_redis.conftest import AppFactory
 from week8_redis.steps import day3_naive_cache as day3
 from week8_redis.steps import day4_naive_limiter as day4
 
@@ -94,7 +95,7 @@ async def test_week8_a_slow_reader_cannot_put_the_old_user_back_after_a_write(
 ) -> None:
     app = make_app()
     async with serve(app) as client:
-        users = Users(client)
+        users = Api(client)
         reader, account = await users.sign_up("Reader"), await users.sign_up("Before")
         store = app.state.store
         get_from_store = store.get

@@ -1,7 +1,6 @@
 """The limits hold across processes: two real uvicorn workers share one budget per client."""
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -9,6 +8,7 @@ import httpx
 import pytest
 
 from tests.servers import Uvicorn
+from tests.waiting import wait_until_sync
 from tests.week8_redis.conftest import SECRET
 from week8_redis.app.security import AccessTokens
 
@@ -31,10 +31,11 @@ def server(redis_url: str, redis_prefix: str) -> Iterator[Uvicorn]:
     }
     with Uvicorn("week8_redis.app.main:app", workers=2, env=env) as server:
         # Ready means one worker answers; wait for the other too, or it would get no work.
-        deadline = time.monotonic() + 30
-        while server.output().count("Application startup complete") < 2:
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.05)
+        wait_until_sync(
+            lambda: server.output().count("Application startup complete") == 2,
+            f"both workers start:\n{server.output()}",
+            timeout=30,
+        )
         yield server
 
 

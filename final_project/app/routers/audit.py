@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from ..deps import AdminClaims, Store
+from ..deps import AdminClaims, StoreDep
 from ..errors import problem_responses
 from ..schemas import AuditEvent
 from ..store import UserStore
@@ -31,7 +31,7 @@ async def record_event(store: UserStore, action: Action, user_id: int, actor_id:
 @router.get("", responses=problem_responses(401, 403, 422, 429))
 async def read_audit(
     _admin: AdminClaims,
-    store: Store,
+    store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[AuditEvent]:
     """The newest audit events first (admins only)."""

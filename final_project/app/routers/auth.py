@@ -19,7 +19,7 @@ from fastapi import APIRouter, Form, HTTPException, Response, status
 from shared.auth import InvalidToken, TokenPair
 from shared.identity import normalize_email
 
-from ..deps import Claims, Services, spend_password_attempt
+from ..deps import Claims, ServicesDep, spend_password_attempt
 from ..errors import problem_responses
 from ..schemas import LogoutRequest, RefreshRequest, TokenResponse
 
@@ -41,7 +41,7 @@ def token_response(pair: TokenPair, response: Response) -> TokenResponse:
 async def log_in(
     username: Annotated[str, Form(min_length=1, max_length=320, description="your email")],
     password: Annotated[str, Form(min_length=1, max_length=128)],
-    services: Services,
+    services: ServicesDep,
     response: Response,
     # The OAuth2 password grant, the only one served: a client asking for another
     # (client_credentials, ...) gets 422, never a login.
@@ -69,7 +69,7 @@ async def log_in(
 
 
 @router.post("/refresh", responses=problem_responses(401, 413, 422, 429))
-async def refresh(body: RefreshRequest, services: Services, response: Response) -> TokenResponse:
+async def refresh(body: RefreshRequest, services: ServicesDep, response: Response) -> TokenResponse:
     """Swap a refresh token for a new pair; a spent one revokes its whole session."""
     store = services.store
 
@@ -94,6 +94,6 @@ async def refresh(body: RefreshRequest, services: Services, response: Response) 
     response_class=Response,
     responses=problem_responses(401, 413, 422, 429),
 )
-async def log_out(claims: Claims, services: Services, body: LogoutRequest | None = None) -> None:
+async def log_out(claims: Claims, services: ServicesDep, body: LogoutRequest | None = None) -> None:
     """End this session: the access token and its refresh tokens stop working."""
     await services.tokens.logout(claims, body.refresh_token if body is not None else None)

@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 
 from shared.redis import redis_ready
 
-from ..deps import Services
+from ..deps import ServicesDep
 from ..schemas import Readiness, Status
+from ..services import Services
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ async def health() -> Status:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency is unavailable"}},
 )
-async def ready(services: Services) -> JSONResponse:
+async def ready(services: ServicesDep) -> JSONResponse:
     """Readiness: can this worker reach Redis and the database right now?"""
     redis_ok, database_ok = await asyncio.gather(
         redis_ready(services.redis), _database_ready(services)

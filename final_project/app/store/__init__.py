@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from .base import AuditRecord, EmailTaken, UserRecord, UserStore
+from .base import ASYNC_DRIVERS, AuditRecord, EmailTaken, UserRecord, UserStore
 from .memory import MemoryStore
 
 __all__ = ["AuditRecord", "EmailTaken", "MemoryStore", "UserRecord", "UserStore", "create_store"]
-
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
 
 
 def create_store(database_url: str, *, latency_ms: int) -> UserStore:
@@ -21,7 +15,7 @@ def create_store(database_url: str, *, latency_ms: int) -> UserStore:
         raise ValueError(f"DATABASE_URL must look like scheme://..., got {database_url!r}")
     if scheme == "memory":
         return MemoryStore(latency_ms=latency_ms)
-    scheme = _ASYNC_DRIVERS.get(scheme, scheme)
+    scheme = ASYNC_DRIVERS.get(scheme, scheme)
     if scheme.startswith(("sqlite+aiosqlite", "postgresql+asyncpg")):
         # Imported here so memory:// never loads SQLAlchemy.
         from .sql import SqlStore

@@ -10,21 +10,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import Literal
+
+from shared.auth import MemoryTokenStore
 
 from .base import AuditRecord, EmailTaken, UserRecord
 
 _EDITABLE = frozenset({"name", "email", "role", "password_hash"})
-
-
-@dataclass
-class _Refresh:
-    family: str
-    user_id: str
-    expires_at: datetime
-    used: bool = False
 
 
 class MemoryStore:
@@ -40,26 +34,11 @@ class MemoryStore:
         self._next_id = 1
         # Bounded like week 6's log: a long-running memory:// server must not grow forever.
         self._audit: deque[AuditRecord] = deque(maxlen=audit_keep)
-        self._refresh: dict[str, _Refresh] = {}
-        self._revoked_families: set[str] = set()
-        self._revoked_access: dict[str, datetime] = {}
-        # One "sessions valid from" mark per user at most, so no sweep is needed.
-        self._valid_from: dict[str, datetime] = {}
-        self._sweep_at = 1024
+        self._tokens = MemoryTokenStore()
 
     async def _wait(self) -> None:
         if self._latency:
             await asyncio.sleep(self._latency)
-
-    def _forget_expired(self) -> None:
-        # Amortised: a sweep only once the maps have doubled since the last one.
-        size = len(self._refresh) + len(self._revoked_access)
-        if size < self._sweep_at:
-            return
-        now = datetime.now(UTC)
-        self._refresh = {k: v for k, v in self._refresh.items() if v.expires_at > now}
-        self._revoked_access = {k: v for k, v in self._revoked_access.items() if v > now}
-        self._sweep_at = max(1024, 2 * (len(self._refresh) + len(self._revoked_access)))
 
     async def open(self) -> None:
         return None
@@ -149,56 +128,46 @@ class MemoryStore:
         await self._wait()
         return list(itertools.islice(self._audit, limit))
 
-    # Token state (shared.auth.TokenStore) ----------------------------------
+    # Token state (shared.auth.TokenStore): shared's own, behind the same latency.
+    # One line of latency and one of delegation per method, written out: a
+    # __getattr__ would hide the protocol from mypy.
 
     async def add_refresh(self, jti: str, family: str, user_id: str, expires_at: datetime) -> None:
         await self._wait()
-        self._forget_expired()
-        self._refresh[jti] = _Refresh(family=family, user_id=user_id, expires_at=expires_at)
+        await self._tokens.add_refresh(jti, family, user_id, expires_at)
 
     async def use_refresh(self, jti: str) -> Literal["ok", "reused", "unknown"]:
         await self._wait()
-        # No await between the check and the mark: of concurrent calls with one
-        # jti, exactly one sees it unused.
-        entry = self._refresh.get(jti)
-        if entry is None or entry.expires_at <= datetime.now(UTC):
-            return "unknown"
-        if entry.used:
-            return "reused"
-        entry.used = True
-        return "ok"
+        return await self._tokens.use_refresh(jti)
 
     async def revoke_family(self, family: str) -> None:
         await self._wait()
-        self._revoked_families.add(family)
+        await self._tokens.revoke_family(family)
 
     async def family_revoked(self, family: str) -> bool:
         await self._wait()
-        return family in self._revoked_families
+        return await self._tokens.family_revoked(family)
 
     async def revoke_access(self, jti: str, expires_at: datetime) -> None:
         await self._wait()
-        self._forget_expired()
-        self._revoked_access[jti] = expires_at
+        await self._tokens.revoke_access(jti, expires_at)
 
     async def revoked_access(self, now: datetime) -> list[tuple[str, datetime]]:
         await self._wait()
-        return [(jti, exp) for jti, exp in self._revoked_access.items() if exp > now]
+        return await self._tokens.revoked_access(now)
 
     async def access_revoked(self, jti: str) -> bool:
         await self._wait()
-        expires_at = self._revoked_access.get(jti)
-        return expires_at is not None and expires_at > datetime.now(UTC)
+        return await self._tokens.access_revoked(jti)
 
     async def end_sessions(self, user_id: str, at: datetime) -> None:
         await self._wait()
-        current = self._valid_from.get(user_id)
-        self._valid_from[user_id] = at if current is None else max(current, at)
+        await self._tokens.end_sessions(user_id, at)
 
     async def sessions_valid_from(self, user_id: str) -> datetime | None:
         await self._wait()
-        return self._valid_from.get(user_id)
+        return await self._tokens.sessions_valid_from(user_id)
 
     async def session_marks(self, since: datetime) -> list[tuple[str, datetime]]:
         await self._wait()
-        return [(user_id, at) for user_id, at in self._valid_from.items() if at > since]
+        return await self._tokens.session_marks(since)

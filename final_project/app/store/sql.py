@@ -44,13 +44,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from . import migrations
-from .base import AuditRecord, EmailTaken, UserRecord
+from .base import ASYNC_DRIVERS, AuditRecord, EmailTaken, UserRecord
 
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
 _USER_FIELDS = frozenset({"name", "email", "role", "password_hash"})
 
 
@@ -158,7 +153,7 @@ session_marks = Table(
 def async_url(database_url: str) -> URL:
     """`sqlite:///` and `postgresql://` URLs, rewritten to their asyncio drivers."""
     url = make_url(database_url)
-    driver = _ASYNC_DRIVERS.get(url.drivername)
+    driver = ASYNC_DRIVERS.get(url.drivername)
     return url if driver is None else url.set(drivername=driver)
 
 
@@ -454,6 +449,7 @@ class SqlStore:
             valid_from: datetime | None = (await conn.execute(stmt)).scalar_one_or_none()
         return valid_from
 
+    # Shaped like `revoked_access`: one SELECT each, of another table and columns.
     async def session_marks(self, since: datetime) -> list[tuple[str, datetime]]:
         table = session_marks
         stmt = select(table.c.user_id, table.c.valid_from).where(table.c.valid_from > since)

@@ -33,6 +33,8 @@ def upgrade() -> None:
     schema = bind.get_execution_options().get("schema_translate_map", {}).get(None)
     inspector = sa.inspect(bind)
     existing = set(inspector.get_table_names(schema=schema))
+    # One create_table per table, written out as Alembic writes them: a migration is
+    # frozen history, read table by table, so the alike blocks below stay apart.
     if "users" not in existing:
         op.create_table(
             "users",

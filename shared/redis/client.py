@@ -1,4 +1,4 @@
-"""Redis client factory and readiness probe (week 8: Redis basics, Redis with FastAPI).
+"""The Redis client, its readiness probe and the circuit (week 8: Redis basics, Redis with FastAPI).
 
 The client is built for a server that may be down, paused or restarted:
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -28,13 +28,6 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
-
-# Where a Redis read made on another module's round trip is left for the request:
-# `scope["state"][PEEK_STATE]` maps key -> value (see RateLimiter.hit's `peek`).
-PEEK_STATE = "redis_peek"
-
-ItemT = TypeVar("ItemT")
-ResultT = TypeVar("ResultT")
 
 # Everything that means "Redis is unusable right now" for a caller that falls back.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
@@ -181,103 +174,3 @@ class RedisCircuit:
         if ended and self.on_change is not None:
             self.on_change(False)
         return ended
-
-
-class OneAtATime(Generic[ResultT]):
-    """Runs `work` at most once at a time in this process; callers that arrive while
-    it runs await the same result.
-
-    Repairs after an outage (refilling a denylist, bumping a cache epoch) must not
-    run once per waiting request. `shield` keeps a caller's cancellation (a client
-    that hung up) from cancelling the repair the others are waiting for.
-    """
-
-    def __init__(self, work: Callable[[], Awaitable[ResultT]]) -> None:
-        self._work = work
-        self._running: asyncio.Future[ResultT] | None = None
-
-    async def __call__(self) -> ResultT:
-        if self._running is None:
-            self._running = asyncio.ensure_future(self._work())
-            self._running.add_done_callback(self._done)
-        return await asyncio.shield(self._running)
-
-    def _done(self, future: asyncio.Future[ResultT]) -> None:
-        self._running = None
-        if not future.cancelled():
-            future.exception()  # mark it retrieved: every waiter may have gone away
-
-
-class Batcher(Generic[ItemT, ResultT]):
-    """Sends the calls made during one event-loop iteration as one Redis command.
-
-    Under load many requests reach the same Redis call in the same iteration, and
-    redis-py spends far more per call (connection checkout, timeouts, parsing)
-    than Redis spends per item. `run` gets every pending item and returns one
-    result per item, in order, from a single command; the batch goes out on the
-    next iteration, so a lone call waits for nothing but that.
-
-    While one batch is on its way, the next one collects and leaves when the
-    first returns: under load the batches grow instead of several round trips
-    running side by side, each paying redis-py's per-call cost.
-    """
-
-    def __init__(
-        self,
-        run: Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]],
-        *,
-        max_batch: int = 256,
-    ) -> None:
-        self._run = run
-        self._max_batch = max_batch
-        self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
-        self._scheduled = False
-        self._in_flight = False  # a batch is waiting for Redis
-        self._sending: set[asyncio.Task[None]] = set()
-
-    async def submit(self, item: ItemT) -> ResultT:
-        """The result for `item`, from the batch it joins; raises what the batch raised."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ResultT] = loop.create_future()
-        self._pending.append((item, future))
-        if len(self._pending) >= self._max_batch:
-            self._flush()
-        elif not self._scheduled and not self._in_flight:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._pending:
-            return
-        self._in_flight = True
-        batch, self._pending = self._pending, []
-        # A task of its own: a caller that goes away must not cancel the others' batch.
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
-        try:
-            results = await self._run([item for item, _ in batch])
-        except BaseException as exc:
-            self._next_batch()
-            for _, future in batch:
-                if not future.done():
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self._next_batch()
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
-
-    def _next_batch(self) -> None:
-        """This batch is back: send the calls that arrived meanwhile (they waited for it)."""
-        self._in_flight = False
-        self._flush()

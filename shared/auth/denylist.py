@@ -1,0 +1,186 @@
+"""The Redis mirror of revocations and session marks: the fast path of a revocation check.
+
+Logouts, revoked sessions and session marks are durable in the `TokenStore`;
+Redis holds a copy, with TTLs, so a check is one MGET (or none, when it rides on
+the rate limiter's round trip: `shared.redis.peek`). Redis can lose that copy
+(a restart without persistence, an old snapshot, a write missed during an
+outage), so a marker key holding the server's run_id says for which server the
+copy is complete; when it is missing or stale the copy is refilled from the
+store (`shared.redis.RedisRecovery`) and meanwhile the store answers.
+
+Keys: `{prefix}auth:ready`, `{prefix}auth:deny:{jti}`, `{prefix}auth:family:{sid}`,
+`{prefix}auth:user:{sub}` (sessions valid from); never a raw token, each with a TTL.
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from starlette.types import Scope
+
+from ..redis import REDIS_ERRORS, Batcher, RedisCircuit, RedisRecovery, peeked
+from .store import FAMILY_PREFIX, TokenStore
+from .tokens import TokenClaims
+
+logger = logging.getLogger(__package__)
+
+
+class RedisDenylist:
+    """Mirrors the store's revocations in Redis and answers from there while it is complete."""
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        store: TokenStore,
+        prefix: str,
+        circuit: RedisCircuit,
+        *,
+        session_seconds: int,
+        marker_seconds: int = 3600,
+        repair_interval: float = 0.2,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.session_seconds = session_seconds
+        self._ready_key = f"{prefix}auth:ready"
+        self._deny_prefix = f"{prefix}auth:deny:"
+        self._family_prefix = f"{prefix}auth:family:"
+        self._user_prefix = f"{prefix}auth:user:"
+        self._marker_seconds = marker_seconds
+        self.recovery = RedisRecovery(
+            redis,
+            self._repair,
+            circuit,
+            logger=logger,
+            while_down="token revocation answered by the durable store",
+            when_back="token denylist verified",
+            interval=repair_interval,
+        )
+        self._reads: Batcher[tuple[str, str, str], tuple[bytes | None, ...]] = Batcher(
+            self._read_batch
+        )
+
+    async def deny_token(self, jti: str, seconds: int) -> None:
+        """Mirror a revoked access token, for the `seconds` it could still be used."""
+        await self._write(self._deny_prefix + jti, seconds)
+
+    async def deny_family(self, sid: str, seconds: int) -> None:
+        """Mirror a revoked session, for the `seconds` its access tokens could still be used."""
+        await self._write(self._family_prefix + sid, seconds)
+
+    async def end_sessions(self, user_id: str, at: datetime) -> None:
+        """Mirror a session mark; after session_seconds every session it could end is over."""
+        await self._write(
+            self._user_prefix + user_id, self.session_seconds, repr(at.timestamp()).encode()
+        )
+
+    async def _write(self, key: str, seconds: int, value: bytes = b"1") -> None:
+        if self.redis is None or seconds <= 0:
+            return
+        if self.recovery.circuit.allows():
+            try:
+                await self.redis.set(key, value, ex=seconds)
+                return
+            except REDIS_ERRORS:
+                self.recovery.failed()
+        # The store has it; Redis must be refilled before anyone trusts it again.
+        self.recovery.missed_write()
+
+    def peek_keys(self, claims: TokenClaims) -> list[str]:
+        """The keys `revoked` reads; empty until this process has verified the copy."""
+        if self.recovery.verified is None or self.redis is None:
+            return []
+        return [
+            self._ready_key,
+            self._deny_prefix + claims.jti,
+            self._family_prefix + claims.sid,
+            self._user_prefix + claims.sub,
+        ]
+
+    async def revoked(self, claims: TokenClaims, scope: Scope | None) -> bool | None:
+        """Whether Redis has the token revoked or its session ended; None: ask the store."""
+        recovery = self.recovery
+        if self.redis is None or not recovery.circuit.allows() or not await recovery.ensure():
+            return None
+        deny_key = self._deny_prefix + claims.jti
+        family_key = self._family_prefix + claims.sid
+        user_key = self._user_prefix + claims.sub
+        values = peeked(scope)
+        if values is not None and user_key in values and deny_key in values:
+            ready, denied, family, valid_from = (
+                values.get(self._ready_key),
+                values[deny_key],
+                values.get(family_key),
+                values[user_key],
+            )
+        else:
+            try:
+                ready, denied, family, valid_from = await self._reads.submit(
+                    (deny_key, family_key, user_key)
+                )
+            except REDIS_ERRORS:
+                recovery.failed()
+                return None
+        if recovery.circuit.down:
+            recovery.circuit.succeeded()
+        if ready != recovery.verified or recovery.server_changed():
+            # Redis lost its data or is another server now: the store decides until refilled.
+            recovery.forget()
+            return None
+        return (
+            denied is not None
+            or family is not None
+            or (valid_from is not None and claims.auth_time < float(valid_from))
+        )
+
+    async def _read_batch(
+        self, items: list[tuple[str, str, str]]
+    ) -> list[tuple[bytes | None, ...]]:
+        """One MGET for every revocation check of this loop iteration (the marker once)."""
+        redis = self.redis
+        assert redis is not None
+        keys = [self._ready_key]
+        for item in items:
+            keys += item
+        values: list[Any] = await redis.mget(keys)
+        ready = values[0]
+        return [(ready, *values[i : i + 3]) for i in range(1, len(values), 3)]
+
+    async def _repair(
+        self, redis: Redis, run_id: bytes, *, dirty: bool, server_changed: bool
+    ) -> None:
+        # A new server shows as a marker of another run: no need to look at server_changed.
+        if dirty or await redis.get(self._ready_key) != run_id:
+            await self._refill(redis, run_id)
+
+    async def _refill(self, redis: Redis, run_id: bytes) -> None:
+        now = datetime.now(UTC)
+        revoked = await self.store.revoked_access(now)
+        since = datetime.fromtimestamp(int(now.timestamp()) - self.session_seconds, UTC)
+        marks = await self.store.session_marks(since)
+        async with redis.pipeline(transaction=False) as pipe:
+            for user_id, at in marks:
+                if at.tzinfo is None:
+                    at = at.replace(tzinfo=UTC)
+                seconds = int(at.timestamp() + self.session_seconds - now.timestamp()) + 1
+                pipe.set(self._user_prefix + user_id, repr(at.timestamp()).encode(), ex=seconds)
+            for jti, expires_at in revoked:
+                if expires_at.tzinfo is None:  # SQLite hands back naive UTC datetimes
+                    expires_at = expires_at.replace(tzinfo=UTC)
+                seconds = int((expires_at - now).total_seconds()) + 1
+                if seconds <= 0:
+                    continue
+                if jti.startswith(FAMILY_PREFIX):
+                    key = self._family_prefix + jti.removeprefix(FAMILY_PREFIX)
+                else:
+                    key = self._deny_prefix + jti
+                pipe.set(key, b"1", ex=seconds)
+            # The marker goes last: a reader that sees it sees the whole denylist.
+            pipe.set(self._ready_key, run_id, ex=self._marker_seconds)
+            await pipe.execute()
+        logger.info(
+            "token denylist refilled from the store (%d entries, %d session marks)",
+            len(revoked),
+            len(marks),
+        )
