@@ -12,8 +12,18 @@ from pathlib import Path
 
 from .course import ROOT, STARTER, WEEKS, WORKSPACES, Setting, Week, workspace
 
-# What a reference app has that is not part of the app you build.
-NOT_COPIED = shutil.ignore_patterns("__pycache__", "steps", "README.md", "demo.py", "*.md")
+# What a reference week has beside its app: not part of the app you build. Only at
+# the top of the week's folder: week 6 on has an `app/routers/demo.py` of its own.
+BESIDE_THE_APP = {"steps", "demo.py", "README.md"}
+
+
+def not_copied(folder: str, names: list[str]) -> set[str]:
+    """For `shutil.copytree`: caches anywhere, and what sits beside the app at the top."""
+    skipped = {name for name in names if name == "__pycache__"}
+    if Path(folder).name != "app" and (Path(folder) / "app").is_dir():
+        skipped |= BESIDE_THE_APP & set(names)
+    return skipped
+
 
 CONFIG_HEADER = '''"""Settings from environment variables (and an optional `.env` file)."""
 
@@ -36,7 +46,7 @@ def start(name: str, workspaces: Path = WORKSPACES) -> str:
         )
     source = source_of(week, workspaces)
     target.parent.mkdir(exist_ok=True)
-    shutil.copytree(source, target, ignore=NOT_COPIED)
+    shutil.copytree(source, target, ignore=not_copied)
     (target / "__init__.py").touch()
     added = add_settings(target / "app" / "config.py", week.settings)
     message = f"Created {relative(target)} from {relative(source)}."
