@@ -109,7 +109,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def metrics_need_a_token_or_public(self) -> Settings:
         # Enabled with neither would answer every scrape 401: say so at start-up instead.
-        if self.metrics_enabled and self.metrics_token is None and not self.metrics_public:
+        # An empty METRICS_TOKEN= counts as none: no scraper could ever present it.
+        token = self.metrics_token.get_secret_value() if self.metrics_token else ""
+        if self.metrics_enabled and not token and not self.metrics_public:
             raise ValueError("METRICS_ENABLED needs METRICS_TOKEN, or METRICS_PUBLIC=true")
         return self
 

@@ -66,9 +66,10 @@ async def test_metrics_need_the_token_unless_a_setting_makes_them_public(
         assert (await client.get("/metrics")).status_code == 200
 
 
-def test_metrics_without_a_token_or_public_are_refused_at_start() -> None:
+@pytest.mark.parametrize("token", [None, ""])
+def test_metrics_without_a_token_or_public_are_refused_at_start(token: str | None) -> None:
     with pytest.raises(ValidationError, match="METRICS_TOKEN"):
-        Settings(_env_file=None, metrics_enabled=True)
+        Settings(_env_file=None, metrics_enabled=True, metrics_token=token)
 
 
 async def test_requests_are_counted_by_route_template_never_by_raw_path(

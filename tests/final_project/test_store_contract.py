@@ -124,6 +124,22 @@ async def test_update_changes_only_the_given_fields(store: UserStore) -> None:
     assert await store.get_user_by_email("old@example.com") is None
 
 
+async def test_a_password_hash_is_replaced_only_while_it_is_unchanged(store: UserStore) -> None:
+    user_id = await sign_up(store, "rehash@example.com")
+    user = await store.get_user(user_id)
+    assert user is not None
+    # A login's re-hash with today's parameters, and no change meanwhile: stored.
+    assert await store.replace_password_hash(user_id, user.password_hash, "rehashed")
+    # A password change lands while another login is still verifying the old hash:
+    # that login's re-hash must not undo the change.
+    await store.update_user(user_id, password_hash="changed")
+    assert not await store.replace_password_hash(user_id, "rehashed", "stale rehash")
+    after = await store.get_user(user_id)
+    assert after is not None
+    assert after.password_hash == "changed"
+    assert not await store.replace_password_hash(999, "x", "y")
+
+
 async def test_update_or_delete_of_a_missing_user_changes_nothing(store: UserStore) -> None:
     assert await store.update_user(999, name="Ghost") is None
     assert await store.delete_user(999) is False

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 import warnings
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +16,9 @@ import pytest
 from jwt.utils import base64url_encode
 from jwt.warnings import InsecureKeyLengthWarning
 
+from final_project.app.store.sql import SqlStore
 from tests.clients import Account
-from tests.final_project.conftest import PASSWORD, SECRET, Api
+from tests.final_project.conftest import PASSWORD, SECRET, Api, MakeClient
 
 ISSUER = "fastapi-course"
 
@@ -283,3 +285,27 @@ async def test_token_responses_are_never_stored_by_a_cache(
         assert r.status_code == 200, r.text
         assert r.headers["cache-control"] == "no-store"
         assert r.headers["pragma"] == "no-cache"
+
+
+async def test_a_login_upgrades_a_hash_made_with_older_argon2_parameters(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    database = {"database_url": f"sqlite+aiosqlite:///{tmp_path}/users.db"}
+    async with make_client(**database, argon2_time_cost=1) as client:
+        await Api(client).sign_up(email="old@example.com")
+    sqlite = SqlStore(database["database_url"])
+    await sqlite.open()
+    try:
+        user = await sqlite.get_user_by_email("old@example.com")
+        assert user is not None
+        assert "t=1," in user.password_hash
+        # The next release hashes with t=2: the first login with the right password
+        # replaces the stored hash, and the same password still works afterwards.
+        async with make_client(**database, argon2_time_cost=2) as client:
+            await Api(client).log_in("old@example.com")
+            upgraded = await sqlite.get_user(user.id)
+            assert upgraded is not None
+            assert "t=2," in upgraded.password_hash
+            await Api(client).log_in("old@example.com")
+    finally:
+        await sqlite.close()

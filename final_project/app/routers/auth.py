@@ -61,9 +61,9 @@ async def log_in(
     if user is None or not valid:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=BAD_LOGIN, headers=BEARER)
     if new_hash is not None:
-        # The Argon2 parameters changed since this hash was made: upgrade it now,
-        # while the plain password is at hand.
-        await services.store.update_user(user.id, password_hash=new_hash)
+        # The Argon2 parameters changed since this hash was made: upgrade it now, while
+        # the plain password is at hand, unless the password itself changed meanwhile.
+        await services.store.replace_password_hash(user.id, user.password_hash, new_hash)
     pair = await services.tokens.issue(str(user.id), user.role, auth_time=auth_time)
     return token_response(pair, response)
 

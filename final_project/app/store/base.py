@@ -60,6 +60,14 @@ class UserStore(Protocol):
 
     async def update_user(self, user_id: int, **changes: str) -> UserRecord | None: ...
 
+    async def replace_password_hash(self, user_id: int, old: str, new: str) -> bool:
+        """Store `new` only while the stored hash is still `old`; True when it was stored.
+
+        A login re-hashes with today's Argon2 parameters after a slow verify: a password
+        change that landed meanwhile must win, not be undone by the old password's hash.
+        """
+        ...
+
     async def delete_user(self, user_id: int) -> bool: ...
 
     async def add_audit(

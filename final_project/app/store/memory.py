@@ -107,6 +107,15 @@ class MemoryStore:
             self._users[user_id] = updated
             return updated
 
+    async def replace_password_hash(self, user_id: int, old: str, new: str) -> bool:
+        async with self._lock:
+            await self._wait()
+            user = self._users.get(user_id)
+            if user is None or user.password_hash != old:
+                return False
+            self._users[user_id] = replace(user, password_hash=new)
+            return True
+
     async def delete_user(self, user_id: int) -> bool:
         async with self._lock:
             await self._wait()

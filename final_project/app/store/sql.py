@@ -335,6 +335,16 @@ class SqlStore:
             raise EmailTaken(changes.get("email", "")) from exc
         return None if row is None else _user(row)
 
+    async def replace_password_hash(self, user_id: int, old: str, new: str) -> bool:
+        stmt = (
+            update(users)
+            .where(users.c.id == user_id, users.c.password_hash == old)
+            .values(password_hash=new)
+        )
+        async with self._write() as conn:
+            result = await conn.execute(stmt)
+        return result.rowcount == 1
+
     async def delete_user(self, user_id: int) -> bool:
         async with self._write() as conn:
             result = await conn.execute(delete(users).where(users.c.id == user_id))
