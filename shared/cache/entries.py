@@ -53,6 +53,12 @@ return out
 
 # Stores the entry only if the versions are still those the loader started from,
 # and extends the version keys so they outlive every entry that embeds them.
+# KEYS[1]: a load lock.  ARGV[1]: the token its taker holds. Deletes it only if it
+# is still theirs: a loader slower than the lock's lifetime must not free another's.
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # ARGV: entry key base, versions seen, value, ttl ms, version ttl s, lock key, lock token.
 FILL_SCRIPT = """
 if ARGV[6] ~= '' and redis.call('GET', ARGV[6]) == ARGV[7] then redis.call('DEL', ARGV[6]) end
@@ -107,6 +113,7 @@ class VersionedEntries:
         self._lock_prefix = f"{prefix}cache:lock:"
         self._lookup_script = redis.register_script(LOOKUP_SCRIPT)
         self._fill_script = redis.register_script(FILL_SCRIPT)
+        self._release_script = redis.register_script(RELEASE_SCRIPT)
 
     def lookup_for(
         self, namespace: str, principal: str | None, key: str, tags: Sequence[str]
@@ -171,7 +178,7 @@ class VersionedEntries:
     async def release(self, lock: tuple[str, str] | None) -> None:
         """Give up the load lock (the loader failed), so others load at once."""
         if lock is not None:
-            await self.redis.delete(lock[0])
+            await self._release_script(keys=[lock[0]], args=[lock[1]])
 
     async def invalidate(self, tags: Sequence[str]) -> None:
         """Bump the version of every tag, in one round trip."""

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from starlette.responses import Response
 
 from shared.cache import CachedBody, CacheSettings, ResponseCache, cache_response, etag_for
+from shared.cache.entries import VersionedEntries
 from shared.redis import RedisSettings, create_redis
 from tests.servers import ROOT, RedisServer
 from tests.shared.conftest import assert_every_key_expires, keys_under
@@ -439,3 +440,23 @@ async def test_the_cache_recovers_by_itself(private_redis: RedisServer, db: Data
         assert (await get(cache, db)).status == "HIT"
     finally:
         await close(cache)
+
+
+async def test_a_loader_slower_than_its_lock_never_frees_the_next_loaders_lock(
+    redis: Redis, redis_prefix: str
+) -> None:
+    entries = VersionedEntries(redis, redis_prefix, lock_seconds=0.05, version_seconds=60)
+    entry = entries.entry_prefix + "users:1"
+    slow = await entries.lock(entry)
+    assert slow is not None
+
+    async def lock_expired() -> bool:
+        return await redis.exists(slow[0]) == 0
+
+    await wait_until(lock_expired, "the slow loader's lock expired")
+    fast = await entries.lock(entry)  # the next loader takes the entry's lock
+    assert fast is not None
+    await entries.release(slow)  # the slow loader fails at last, and gives up "its" lock
+    assert await redis.get(fast[0]) == fast[1].encode()  # the other's lock still stands
+    await entries.release(fast)
+    assert await redis.exists(fast[0]) == 0
