@@ -25,6 +25,16 @@ from .tokens import TokenClaims
 
 logger = logging.getLogger(__package__)
 
+# KEYS[1]: a user's session mark.  ARGV: the new mark (a timestamp), its TTL in seconds.
+# A mark only moves forward, as in the store: of two account changes racing on two
+# workers, the older must not land last and reopen the sessions the newer one ended.
+MARK_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current and current >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
 
 class RedisDenylist:
     """Mirrors the store's revocations in Redis and answers from there while it is complete."""
@@ -60,6 +70,7 @@ class RedisDenylist:
         self._reads: Batcher[tuple[str, str, str], tuple[bytes | None, ...]] = Batcher(
             self._read_batch
         )
+        self._mark = redis.register_script(MARK_SCRIPT) if redis is not None else None
 
     async def deny_token(self, jti: str, seconds: int) -> None:
         """Mirror a revoked access token, for the `seconds` it could still be used."""
@@ -70,17 +81,26 @@ class RedisDenylist:
         await self._write(self._family_prefix + sid, seconds)
 
     async def end_sessions(self, user_id: str, at: datetime) -> None:
-        """Mirror a session mark; after session_seconds every session it could end is over."""
+        """Mirror a session mark, unless a later one is there already; after
+        session_seconds every session it could end is over."""
         await self._write(
-            self._user_prefix + user_id, self.session_seconds, repr(at.timestamp()).encode()
+            self._user_prefix + user_id,
+            self.session_seconds,
+            repr(at.timestamp()).encode(),
+            forward_only=True,
         )
 
-    async def _write(self, key: str, seconds: int, value: bytes = b"1") -> None:
+    async def _write(
+        self, key: str, seconds: int, value: bytes = b"1", *, forward_only: bool = False
+    ) -> None:
         if self.redis is None or seconds <= 0:
             return
         if self.recovery.circuit.allows():
             try:
-                await self.redis.set(key, value, ex=seconds)
+                if forward_only and self._mark is not None:
+                    await self._mark(keys=[key], args=[value, seconds])
+                else:
+                    await self.redis.set(key, value, ex=seconds)
                 return
             except REDIS_ERRORS:
                 self.recovery.failed()

@@ -6,7 +6,7 @@ import asyncio
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -21,7 +21,8 @@ from shared.auth import (
     TokenService,
     TokenStore,
 )
-from shared.redis import RedisSettings, create_redis
+from shared.auth.denylist import RedisDenylist
+from shared.redis import RedisCircuit, RedisSettings, create_redis
 from tests.servers import RedisServer
 from tests.shared.conftest import SECRET, assert_every_key_expires
 from tests.waiting import wait_until
@@ -563,3 +564,27 @@ async def test_a_session_mark_survives_a_redis_restart(private_redis: RedisServe
         assert 0 < await service.redis.ttl("t:auth:user:7") <= 14 * 86400
     finally:
         await close(service)
+
+
+async def test_an_older_session_mark_landing_last_does_not_move_redis_back(
+    redis: Redis, redis_prefix: str
+) -> None:
+    # Two account changes race on two workers (a role change, then a password change):
+    # the older mark may reach Redis last. Like the store, Redis keeps the later one.
+    denylist = RedisDenylist(
+        redis, MemoryTokenStore(), redis_prefix, RedisCircuit(), session_seconds=3600
+    )
+    earlier, later = datetime.fromtimestamp(1000.5, UTC), datetime.fromtimestamp(2000.5, UTC)
+    await denylist.end_sessions("7", later)
+    await denylist.end_sessions("7", earlier)
+    key = f"{redis_prefix}auth:user:7"
+
+    async def mark() -> float:
+        value = await redis.get(key)
+        assert value is not None
+        return float(value)
+
+    assert await mark() == later.timestamp()
+    assert 0 < await redis.ttl(key) <= 3600
+    await denylist.end_sessions("7", datetime.fromtimestamp(3000.5, UTC))
+    assert await mark() == 3000.5
