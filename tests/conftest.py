@@ -11,6 +11,7 @@ A missing server skips the tests that need it, except under CI=true, where it fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -84,13 +85,20 @@ def private_redis() -> Iterator[RedisServer]:
         missing("redis-server")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    if url := os.environ.get("TEST_DATABASE_URL"):
-        yield url
-        return
+@contextlib.contextmanager
+def empty_postgres_database() -> Iterator[str]:
+    """A throw-away database, dropped afterwards; skipped (or, in CI, failed) without one."""
     try:
         with throwaway_postgres_database() as url:
             yield url
     except (OSError, ImportError) as exc:
         missing(f"PostgreSQL ({exc})")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    with empty_postgres_database() as url:
+        yield url

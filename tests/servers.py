@@ -102,6 +102,20 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def run_step(module: str, env: Mapping[str, str] | None = None) -> str:
+    """Run a day step as a learner does, `python -m module`; its output, once it exited 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def redis_binary() -> str | None:
     return shutil.which("redis-server")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import missing
+from tests.conftest import empty_postgres_database
 from tests.deploy.conftest import (
     PATH,
     VENV_BIN,
@@ -24,7 +24,7 @@ from tests.deploy.conftest import (
     exec_form,
     running,
 )
-from tests.servers import ROOT, free_port, throwaway_postgres_database
+from tests.servers import ROOT, free_port
 
 SECRET = "container-tests-secret-0123456789abcdef-0123"
 # ${NAME:-default} and ${NAME:?message}, compose's interpolation.
@@ -116,11 +116,8 @@ def test_only_nginx_is_published_and_the_app_trusts_forwarded_headers_from_it_al
 @pytest.fixture
 def database_url() -> Iterator[str]:
     """A whole PostgreSQL database: the app keeps its tables in the default schema."""
-    try:
-        with throwaway_postgres_database() as url:
-            yield url
-    except (OSError, ImportError) as exc:
-        missing(f"PostgreSQL ({exc})")
+    with empty_postgres_database() as url:
+        yield url
 
 
 def test_the_commands_of_the_image_and_the_stack_serve_a_ready_app(

@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from final_project.app.store import migrations
 from final_project.app.store.sql import SqlStore, async_url, audit_events, metadata, users
-from tests.conftest import missing
-from tests.servers import ROOT, throwaway_postgres_database
+from tests.conftest import empty_postgres_database
+from tests.servers import ROOT
 from tests.waiting import wait_until_sync
 
 T = TypeVar("T")
@@ -48,11 +48,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'final.db'}"
         return
-    try:
-        with throwaway_postgres_database() as url:
-            yield url
-    except (OSError, ImportError) as exc:
-        missing(f"PostgreSQL ({exc})")
+    with empty_postgres_database() as url:
+        yield url
 
 
 def run_sync(database_url: str, work: Callable[[Connection], T]) -> T:

@@ -1,15 +1,13 @@
 """Week 6's steps: asyncio on its own (day 2), and a background task (day 5)."""
 
 import json
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from starlette.types import Message, Scope
 
-from tests.servers import ROOT
+from tests.servers import run_step
 from week6_async.steps import day2_asyncio_basics as day2
 from week6_async.steps import day5_background_task as day5
 
@@ -57,18 +55,11 @@ def test_day2_await_outside_async_def_is_refused_before_anything_runs() -> None:
 
 
 def test_day2_the_script_runs_and_shows_every_lesson() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "week6_async.steps.day2_asyncio_basics"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "calling it gives: coroutine" in done.stdout
-    assert "one_after_another: ['users after 0.5 s', 'orders after 0.5 s']" in done.stdout
-    assert "at_the_same_time: ['users after 0.5 s', 'orders after 0.5 s']" in done.stdout
-    assert "await outside async def: 'await' outside async function" in done.stdout
+    output = run_step("week6_async.steps.day2_asyncio_basics")
+    assert "calling it gives: coroutine" in output
+    assert "one_after_another: ['users after 0.5 s', 'orders after 0.5 s']" in output
+    assert "at_the_same_time: ['users after 0.5 s', 'orders after 0.5 s']" in output
+    assert "await outside async def: 'await' outside async function" in output
 
 
 async def test_day5_the_client_has_its_answer_before_the_email_is_sent(

@@ -5,14 +5,12 @@ import base64
 import json
 import logging
 import re
-import subprocess
-import sys
 
 import jwt
 import pytest
 
 from tests.clients import serve
-from tests.servers import ROOT
+from tests.servers import run_step
 from tests.week7_auth.conftest import fast_settings
 from week7_auth.app.main import create_app
 from week7_auth.steps import day2_jwt_by_hand as day2
@@ -62,18 +60,11 @@ def test_day2_the_tampered_payload_really_names_someone_else() -> None:
 
 
 def test_day2_the_script_runs_and_shows_the_three_refusals() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "week7_auth.steps.day2_jwt_by_hand"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "header:    {'alg': 'HS256', 'typ': 'JWT'}" in done.stdout
-    assert "tampered -> InvalidSignatureError" in done.stdout
-    assert "expired -> ExpiredSignatureError" in done.stdout
-    assert "alg none -> InvalidAlgorithmError" in done.stdout
+    output = run_step("week7_auth.steps.day2_jwt_by_hand")
+    assert "header:    {'alg': 'HS256', 'typ': 'JWT'}" in output
+    assert "tampered -> InvalidSignatureError" in output
+    assert "expired -> ExpiredSignatureError" in output
+    assert "alg none -> InvalidAlgorithmError" in output
 
 
 # Day 5 ---------------------------------------------------------------------------------

@@ -2,9 +2,6 @@
 rate limiters (day 4) failing the way their docstrings say, where week 8's app does not."""
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.clients import Api, serve
-from tests.servers import ROOT
+from tests.servers import run_step
 from tests.week8_redis.conftest import AppFactory
 from week8_redis.steps import day3_naive_cache as day3
 from week8_redis.steps import day4_naive_limiter as day4
@@ -26,18 +23,8 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def run_step(module: str, redis_url: str) -> str:
-    """Run `python -m module` on the test's Redis; its output, once it exited 0."""
-    done = subprocess.run(
-        [sys.executable, "-m", module],
-        cwd=ROOT,
-        env={**os.environ, "REDIS_URL": redis_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def run_step_on(module: str, redis_url: str) -> str:
+    return run_step(module, {"REDIS_URL": redis_url})
 
 
 async def step_keys(redis: Redis) -> list[str]:
@@ -50,7 +37,7 @@ async def step_keys(redis: Redis) -> list[str]:
 async def test_day2_runs_every_command_and_leaves_no_key_behind(
     redis_url: str, redis: Redis
 ) -> None:
-    output = run_step("week8_redis.steps.day2_redis_basics", redis_url)
+    output = run_step_on("week8_redis.steps.day2_redis_basics", redis_url)
     assert "GET greeting -> hello" in output
     assert "INCR visits -> 1 then 2" in output
     assert "TTL visits -> -1 (no expiry yet)" in output
@@ -125,7 +112,7 @@ async def test_week8_a_slow_reader_cannot_put_the_old_user_back_after_a_write(
 async def test_day3_the_script_shows_the_stale_value_and_cleans_up(
     redis_url: str, redis: Redis
 ) -> None:
-    output = run_step("week8_redis.steps.day3_naive_cache", redis_url)
+    output = run_step_on("week8_redis.steps.day3_naive_cache", redis_url)
     assert "database: 'Maroof Khan', cache: 'Maroof' for " in output
     assert await step_keys(redis) == []
 
@@ -193,7 +180,7 @@ async def test_week8_lets_exactly_the_limit_of_a_concurrent_burst_through(
 
 
 async def test_day4_the_script_shows_both_flaws_and_cleans_up(redis_url: str, redis: Redis) -> None:
-    output = run_step("week8_redis.steps.day4_naive_limiter", redis_url)
+    output = run_step_on("week8_redis.steps.day4_naive_limiter", redis_url)
     assert "(b) INCR, then the process stops: TTL -1, no expiry" in output
     assert "[True, True, True, True, False]; still TTL -1" in output
     assert await step_keys(redis) == []
