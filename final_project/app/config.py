@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.auth import hashing_slots
 from shared.rate_limit import parse_rate
+from shared.redis import parse_redis_url
 
 # Secrets printed in this repository (the week 7-8 lessons' development default, and
 # the one this app used to fall back to): anyone can sign tokens with them.
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     @classmethod
     def rate_format(cls, value: str) -> str:
         parse_rate(value)  # the limiter's own parser: one notion of a valid rate
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def redis_url_form(cls, value: str) -> str:
+        parse_redis_url(value)  # one server, redis+cluster:// or redis+sentinel://
         return value
 
     @field_validator("jwt_secret")

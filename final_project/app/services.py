@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from shared.auth import AuthSettings, PasswordHasher, TokenService, load_or_create_secret
 from shared.cache import CacheSettings, ResponseCache
 from shared.identity import normalize_email
 from shared.metrics import Metrics
 from shared.rate_limit import Policy, RateLimiter, parse_rate
-from shared.redis import RedisSettings, create_redis, redis_ready
+from shared.redis import AnyRedis, RedisSettings, create_redis, redis_ready
 
 from .config import Settings
 from .store import EmailTaken, UserStore, create_store
@@ -26,7 +25,7 @@ logger = logging.getLogger(__name__)
 class Services:
     settings: Settings
     store: UserStore
-    redis: Redis
+    redis: AnyRedis
     hasher: PasswordHasher
     tokens: TokenService
     cache: ResponseCache

@@ -10,16 +10,20 @@ store (`shared.redis.RedisRecovery`) and meanwhile the store answers.
 
 Keys: `{prefix}auth:ready`, `{prefix}auth:deny:{jti}`, `{prefix}auth:family:{sid}`,
 `{prefix}auth:user:{sub}` (sessions valid from); never a raw token, each with a TTL.
+Each is read and written on its own or in an MGET; on a cluster the MGET is split
+per slot by redis-py (`mget_nonatomic`) and the parts go out side by side, so a
+check still waits for one round trip. There the marker vouches for its own node;
+a node restarted empty or replaced by its replica is seen by the `RedisWatch`.
 """
 
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from starlette.types import Scope
 
-from ..redis import REDIS_ERRORS, Batcher, RedisCircuit, RedisRecovery, peeked
+from ..redis import REDIS_ERRORS, AnyRedis, Batcher, RedisCircuit, RedisRecovery, peeked
 from .store import FAMILY_PREFIX, TokenStore
 from .tokens import TokenClaims
 
@@ -41,7 +45,7 @@ class RedisDenylist:
 
     def __init__(
         self,
-        redis: Redis | None,
+        redis: AnyRedis | None,
         store: TokenStore,
         prefix: str,
         circuit: RedisCircuit,
@@ -163,18 +167,21 @@ class RedisDenylist:
         keys = [self._ready_key]
         for item in items:
             keys += item
-        values: list[Any] = await redis.mget(keys)
+        if isinstance(redis, RedisCluster):
+            values: list[Any] = await redis.mget_nonatomic(keys)
+        else:
+            values = await redis.mget(keys)
         ready = values[0]
         return [(ready, *values[i : i + 3]) for i in range(1, len(values), 3)]
 
     async def _repair(
-        self, redis: Redis, run_id: bytes, *, dirty: bool, server_changed: bool
+        self, redis: AnyRedis, run_id: bytes, *, dirty: bool, server_changed: bool
     ) -> None:
         # A new server shows as a marker of another run: no need to look at server_changed.
         if dirty or await redis.get(self._ready_key) != run_id:
             await self._refill(redis, run_id)
 
-    async def _refill(self, redis: Redis, run_id: bytes) -> None:
+    async def _refill(self, redis: AnyRedis, run_id: bytes) -> None:
         now = datetime.now(UTC)
         revoked = await self.store.revoked_access(now)
         since = datetime.fromtimestamp(int(now.timestamp()) - self.session_seconds, UTC)
@@ -196,9 +203,10 @@ class RedisDenylist:
                 else:
                     key = self._deny_prefix + jti
                 pipe.set(key, b"1", ex=seconds)
-            # The marker goes last: a reader that sees it sees the whole denylist.
-            pipe.set(self._ready_key, run_id, ex=self._marker_seconds)
             await pipe.execute()
+        # The marker goes after every entry has landed: a reader that sees it sees the
+        # whole denylist. (A cluster pipeline runs per node, side by side, in no set order.)
+        await redis.set(self._ready_key, run_id, ex=self._marker_seconds)
         logger.info(
             "token denylist refilled from the store (%d entries, %d session marks)",
             len(revoked),

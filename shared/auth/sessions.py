@@ -16,8 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
-
+from ..redis import AnyRedis as Redis
 from ..redis import RedisCircuit
 from .denylist import RedisDenylist
 from .settings import AuthSettings

@@ -21,9 +21,8 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio import Redis
 
-from ..redis import REDIS_ERRORS, Batcher, RedisCircuit, RedisRecovery
+from ..redis import REDIS_ERRORS, AnyRedis, Batcher, RedisCircuit, RedisRecovery
 from .entries import (
     CachedBody,
     Lookup,
@@ -51,7 +50,7 @@ class ResponseCache:
 
     def __init__(
         self,
-        redis: Redis | None,
+        redis: AnyRedis | None,
         settings: CacheSettings | None = None,
         prefix: str = "app:",
         *,
@@ -124,7 +123,8 @@ class ResponseCache:
             return await load_bypassing(loader)
         if value:
             return stored_body(value)
-        full = lookup[1] + versions.decode()
+        # One load per entry and versions in this process.
+        full = f"{lookup.key}|{versions.decode()}"
         flight = self._flights.get(full)
         if flight is None:
             flight = asyncio.ensure_future(self._fill(entries, lookup, versions, loader))
@@ -143,7 +143,7 @@ class ResponseCache:
         return await self._entries.lookup_batch(items)
 
     async def _bump_epoch(
-        self, redis: Redis, run_id: bytes, *, dirty: bool, server_changed: bool
+        self, redis: AnyRedis, run_id: bytes, *, dirty: bool, server_changed: bool
     ) -> None:
         assert self._entries is not None
         await self._entries.bump_epoch(redis, run_id, dirty=dirty, server_changed=server_changed)
@@ -155,12 +155,11 @@ class ResponseCache:
         versions: bytes,
         loader: Callable[[], Awaitable[bytes]],
     ) -> CachedBody:
-        full = lookup[1] + versions.decode()
         try:
-            lock = await entries.lock(full)
+            lock = await entries.lock(lookup.key)
             if lock is None:
                 # Another process holds the lock and is loading: its entry is moments away.
-                value = await entries.wait_for(full)
+                value = await entries.wait_for(lookup.key, versions)
                 if value:
                     return stored_body(value)
         except REDIS_ERRORS:

@@ -16,13 +16,21 @@ refuses (fail closed: 503), and goes back to Redis on its own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
-from ..redis import REDIS_ERRORS, Batcher, RedisCircuit
+from ..redis import (
+    REDIS_ERRORS,
+    AnyRedis,
+    Batcher,
+    RedisCircuit,
+    hash_tag,
+    is_cluster,
+    key_slot,
+    same_slot,
+)
 from .policies import Decision, LocalLimiter, Policy, PolicyState, ceil_seconds, policy_micros
 
 # The package's name: operators filter on "shared.rate_limit".
@@ -96,15 +104,18 @@ class RateLimiter:
     script checks them one after the other, so exactness is unchanged and the
     per-request cost falls with load.
 
-    Keys: `{prefix}rl:{policy}:{identity}`, each with a TTL of the time its budget
-    needs to refill. On a Redis error the per-process `LocalLimiter` answers (or,
+    Keys: `{prefix}rl:{identity}:{policy}`, the identity as the hash tag, so one
+    client's policies share a cluster slot; each with a TTL of the time its budget
+    needs to refill. On a cluster a batch goes out as one EVALSHA per slot, side by
+    side, and keys to peek at ride along only when they share the client's slot.
+    On a Redis error the per-process `LocalLimiter` answers (or,
     failing closed, the decision is `unavailable`); Redis is tried again after
     `circuit_cooldown` seconds.
     """
 
     def __init__(
         self,
-        redis: Redis | None,
+        redis: AnyRedis | None,
         prefix: str,
         *,
         fail_open: bool = True,
@@ -117,6 +128,7 @@ class RateLimiter:
         self.local = LocalLimiter()
         self._circuit = RedisCircuit(circuit_cooldown, on_change=on_circuit_change)
         self._script = redis.register_script(GCRA_SCRIPT) if redis is not None else None
+        self._cluster = is_cluster(redis)
         self._batcher: Batcher[_Hit, list[Any]] = Batcher(self._run_batch)
         self._args: dict[tuple[Policy, ...], list[int | float]] = {}
 
@@ -133,24 +145,43 @@ class RateLimiter:
         `peek`: other keys to GET in the same round trip (see `Decision.peeked`).
         """
         policies = tuple(policies)
-        keys = [f"{self.prefix}rl:{p.name}:{identity}" for p in policies]
+        tag = hash_tag(identity)
+        keys = [f"{self.prefix}rl:{tag}:{p.name}" for p in policies]
+        peek = tuple(peek)
+        if self._cluster and peek and not same_slot([*keys[:1], *peek]):
+            peek = ()  # the reader reads them itself: a script can't reach another slot
         redis = self.redis
         if redis is not None and self._circuit.allows():
             try:
-                reply = await self._batcher.submit((keys, policies, tuple(peek)))
+                reply = await self._batcher.submit((keys, policies, peek))
             except REDIS_ERRORS as exc:
                 if self._circuit.failed():
                     logger.warning("Redis unusable, rate limits fall back to this process: %r", exc)
             else:
                 if self._circuit.down and self._circuit.succeeded():
                     logger.info("Redis is back: rate limits shared again")
-                return self._decision(reply, policies)
+                return self._decision(reply, policies, peeking=bool(peek))
         if fail_open if fail_open is not None else self.fail_open:
             return self.local.hit(keys, policies)
         return Decision(False, 1, (), unavailable=True)
 
     async def _run_batch(self, items: list[_Hit]) -> list[list[Any]]:
-        """One EVALSHA for every hit of this loop iteration, checked in order."""
+        """One EVALSHA for every hit of this loop iteration (on a cluster, one per slot)."""
+        if not self._cluster:
+            return await self._run_slot(items)
+        by_slot: dict[int, list[int]] = {}
+        for i, (keys, _, _) in enumerate(items):
+            by_slot.setdefault(key_slot(keys[0].encode()), []).append(i)
+        groups = list(by_slot.values())
+        replies = await asyncio.gather(*(self._run_slot([items[i] for i in g]) for g in groups))
+        results: list[list[Any]] = [[] for _ in items]
+        for group, reply in zip(groups, replies, strict=True):
+            for i, result in zip(group, reply, strict=True):
+                results[i] = result
+        return results
+
+    async def _run_slot(self, items: list[_Hit]) -> list[list[Any]]:
+        """One EVALSHA checking `items` in order; on a cluster they share one slot."""
         script = self._script
         assert script is not None
         keys: list[str] = []
@@ -174,13 +205,14 @@ class RateLimiter:
         return results
 
     @staticmethod
-    def _decision(reply: list[Any], policies: tuple[Policy, ...]) -> Decision:
+    def _decision(reply: list[Any], policies: tuple[Policy, ...], *, peeking: bool) -> Decision:
         allowed = reply[0] == 1
         states = tuple(
             # max(0, …): a header must never show a negative budget, whatever Redis sent.
             PolicyState(p, max(0, int(reply[2 * i + 2])), ceil_seconds(int(reply[2 * i + 3])))
             for i, p in enumerate(policies)
         )
-        peeked = tuple(reply[2 + 2 * len(policies) :])
+        # None when nothing was peeked: the reader then does its own read.
+        peeked = tuple(reply[2 + 2 * len(policies) :]) if peeking else None
         retry_after = 0 if allowed else ceil_seconds(int(reply[1]))
         return Decision(allowed, retry_after, states, peeked=peeked)

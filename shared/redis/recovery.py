@@ -25,9 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
-from redis.asyncio import Redis
-
-from .client import REDIS_ERRORS, RedisCircuit, redis_watch, server_run_id
+from .client import REDIS_ERRORS, AnyRedis, RedisCircuit, redis_watch, server_run_id
 
 ResultT = TypeVar("ResultT")
 
@@ -66,7 +64,7 @@ class Repair(Protocol):
     """
 
     async def __call__(
-        self, redis: Redis, run_id: bytes, *, dirty: bool, server_changed: bool
+        self, redis: AnyRedis, run_id: bytes, *, dirty: bool, server_changed: bool
     ) -> None: ...
 
 
@@ -80,7 +78,7 @@ class RedisRecovery:
 
     def __init__(
         self,
-        redis: Redis | None,
+        redis: AnyRedis | None,
         repair: Repair,
         circuit: RedisCircuit,
         *,
@@ -168,6 +166,8 @@ class RedisRecovery:
             return False
         if self._misses != misses:
             return False  # a write missed Redis meanwhile: repair again first
+        if self._watch is not None:
+            self._watch.settle()  # every primary answered server_run_id: all are known
         if dirty:
             self.dirty = False
         self.verified = run_id

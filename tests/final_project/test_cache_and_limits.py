@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from tests.final_project.conftest import Api, MakeClient
+from tests.servers import sync_redis_client
+from tests.waiting import wait_until
 
 # Cache ---------------------------------------------------------------------------
 
@@ -84,13 +86,11 @@ async def test_a_404_is_not_cached(client: httpx.AsyncClient, api: Api) -> None:
 async def test_redis_keys_carry_the_prefix_and_no_token(
     client: httpx.AsyncClient, api: Api, redis_url: str, redis_prefix: str
 ) -> None:
-    import redis
-
     me = await api.sign_up()
     await client.get(f"/users/{me.id}", headers=me.headers)
     await client.post("/auth/logout", headers=me.headers)
-    sync = redis.Redis.from_url(redis_url, decode_responses=True)
-    ours = [key for key in sync.scan_iter(match=f"{redis_prefix}*")]
+    sync = sync_redis_client(redis_url)
+    ours = [key.decode() for key in sync.scan_iter(match=f"{redis_prefix}*")]
     sync.close()
     assert ours
     assert not [k for k in ours if me.access_token[:20] in k or "eyJ" in k]
@@ -122,8 +122,17 @@ async def test_with_rate_limiting_disabled_nothing_is_limited(make_client: MakeC
 
 async def test_after_retry_after_the_next_request_passes(make_client: MakeClient) -> None:
     async with make_client(rate_limit="2/second") as client:
-        while (r := await client.get("/hello")).status_code != 429:
-            pass
+        # A limit that never trips would otherwise keep this loop asking forever.
+        answers: list[httpx.Response] = []
+
+        async def limited() -> bool:
+            answers.append(await client.get("/hello"))
+            return answers[-1].status_code == 429
+
+        await wait_until(limited, "a 429 from /hello", interval=0)
+        r = answers[-1]
+        # Checked before sleeping on it: a wrong Retry-After must fail, not stall the run.
+        assert r.headers["retry-after"] == "1", r.headers
         await asyncio.sleep(int(r.headers["retry-after"]))
         assert (await client.get("/hello")).status_code == 200
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from tests.final_project.conftest import APP, final_env
-from tests.servers import ROOT, Uvicorn
+from tests.servers import ROOT, Uvicorn, forget_keys
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +28,7 @@ def server(redis_url: str) -> Iterator[Uvicorn]:
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
     with Uvicorn(APP, env=final_env(redis_url=redis_url, redis_prefix=prefix)) as server:
         yield server
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{prefix}*", count=500):
-        client.delete(key)
-    client.close()
+    forget_keys(redis_url, prefix)
 
 
 def test_every_operation_documents_the_errors_it_can_return(server: Uvicorn) -> None:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import make_url, text
 
 from final_project.app.store import MemoryStore, UserStore, create_store
 from final_project.app.store.sql import SqlStore
 from shared.auth import TokenStore
-from tests.servers import IN_CI, Uvicorn
+from tests.servers import IN_CI, Uvicorn, forget_keys
 
 APP = "final_project.app.main:app"
 SECRET = "persistence-tests-secret-0123456789abcdef"
@@ -231,15 +230,6 @@ def concurrent_sign_ups(server: Uvicorn, email: str, count: int = RACERS) -> lis
         return list(pool.map(one, range(count)))
 
 
-def forget_redis_keys(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=500):
-            client.delete(key)
-    finally:
-        client.close()
-
-
 @contextlib.contextmanager
 def two_workers(env: dict[str, str]) -> Iterator[Uvicorn]:
     server = Uvicorn(APP, workers=2, env=env)
@@ -277,7 +267,7 @@ def exercise_two_workers_and_a_restart(env: dict[str, str]) -> None:
         assert client.post("/auth/logout", headers=as_dave).status_code == 204
 
         server.stop()
-        forget_redis_keys(env["REDIS_URL"], env["REDIS_PREFIX"])  # as if Redis lost its data
+        forget_keys(env["REDIS_URL"], env["REDIS_PREFIX"])  # as if Redis lost its data
         server.start()
 
         # The logout is in the database, so it outlives the Redis data.

@@ -10,10 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import redis
 
 from tests.final_project.conftest import APP, ServerApi, final_env
-from tests.servers import Uvicorn
+from tests.servers import Uvicorn, forget_keys
 from tests.waiting import wait_until_sync
 
 pytestmark = pytest.mark.slow
@@ -33,10 +32,7 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     )
     with Uvicorn(APP, env=env, workers=2) as server:
         yield server
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{prefix}*", count=500):
-        client.delete(key)
-    client.close()
+    forget_keys(redis_url, prefix)
 
 
 @pytest.fixture
@@ -169,3 +165,33 @@ def test_a_password_change_ends_a_stolen_session_on_every_worker_at_once(
         assert r.status_code == 401, r.text
     r = api.client.post("/auth/refresh", json={"refresh_token": thief.refresh_token})
     assert r.status_code == 401, r.text
+
+
+def test_a_rate_limit_is_exact_across_the_workers(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Forty requests at once over both workers: exactly the budget of 20 gets through.
+
+    20/hour refills one request every three minutes, so no test run is long enough
+    for a refill to blur the count.
+    """
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    env = final_env(
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('limits') / 'final.db'}",
+        RATE_LIMIT="20/hour",
+    )
+    try:
+        with Uvicorn(APP, env=env, workers=2) as server:
+
+            def hello(_: int) -> int:
+                # A connection each: the kernel hands them to either worker.
+                with httpx.Client(base_url=server.url, headers={"Connection": "close"}) as c:
+                    return c.get("/hello").status_code
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                statuses = list(pool.map(hello, range(40)))
+    finally:
+        forget_keys(redis_url, prefix)
+    assert sorted(statuses) == [200] * 20 + [429] * 20

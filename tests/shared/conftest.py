@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from shared.auth import AuthSettings
-from shared.redis import RedisSettings, create_redis
+from shared.redis import AnyRedis, RedisSettings, create_redis
 
 SECRET = "s" * 32
 
@@ -23,17 +22,17 @@ def auth_settings() -> AuthSettings:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[AnyRedis]:
     client = create_redis(RedisSettings(url=redis_url))
     yield client
     await client.aclose()
 
 
-async def keys_under(client: Redis, prefix: str) -> list[bytes]:
+async def keys_under(client: AnyRedis, prefix: str) -> list[bytes]:
     return [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
 
 
-async def assert_every_key_expires(client: Redis, prefix: str) -> list[bytes]:
+async def assert_every_key_expires(client: AnyRedis, prefix: str) -> list[bytes]:
     """Every key under the prefix has a TTL (PTTL > 0); returns the keys."""
     keys = await keys_under(client, prefix)
     assert keys, "expected some keys under the prefix"

@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 import pytest
-from redis.asyncio import Redis
 
+from shared.redis import AnyRedis as Redis
 from shared.redis import RedisCircuit, RedisRecovery
 from tests.waiting import wait_until
 
@@ -66,7 +66,9 @@ async def test_callers_arriving_during_a_repair_share_it(redis: Redis) -> None:
     waiting = [asyncio.create_task(recovery.ensure()) for _ in range(10)]
     await wait_until(lambda: repair.runs == 1, "the repair started")
     repair.release.set()
-    assert await asyncio.gather(*waiting) == [True] * 10
+    everyone = asyncio.gather(*waiting)
+    await wait_until(everyone.done, "every caller gets the shared repair's outcome")
+    assert await everyone == [True] * 10
     assert repair.runs == 1
 
 
