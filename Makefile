@@ -14,8 +14,8 @@ WEEKS := week5 week6 week7 week8 final
 .DEFAULT_GOAL := help
 .PHONY: help install lock run-week5 run-week6 run-week7 run-week8 run-final migrate demo-week6 demo-week8 \
         steps step $(addprefix start-,$(WEEKS)) $(addprefix grade-,$(WEEKS)) \
-        test test-week5 test-week6 test-week7 test-week8 test-shared test-final \
-        check format diff-week6 diff-week7 diff-week8 bench clean
+        test test-week5 test-week6 test-week7 test-week8 test-shared test-final test-redis-modes \
+        check format mutate diff-week6 diff-week7 diff-week8 bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@touch $@
 
 lock: ## re-pin constraints.txt after changing pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,mutation]'
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.new
 	mv constraints.new constraints.txt
 
@@ -86,8 +86,14 @@ $(addprefix start-,$(WEEKS)): start-%: install
 $(addprefix grade-,$(WEEKS)): grade-%: install
 	@$(BIN)/python -m learn.grade $*
 
-test: install ## run every test
+# The tests that talk to Redis, run again on a 3-primary Redis Cluster and behind
+# Sentinel (private servers the test setup starts); `make test-redis-modes` runs all.
+SCALED_TESTS := tests/shared tests/final_project/test_workers.py
+
+test: install ## run every test, then the Redis ones on a cluster and behind Sentinel
 	$(BIN)/pytest
+	$(BIN)/pytest -q $(SCALED_TESTS) --redis-mode cluster
+	$(BIN)/pytest -q $(SCALED_TESTS) --redis-mode sentinel
 
 test-week5: install ## week 5 tests and the contract suite over week 5
 	$(BIN)/pytest tests/week5_crud tests/contract --app week5
@@ -107,6 +113,10 @@ test-shared: install ## the shared/ library's tests
 test-final: install ## final project tests and the contract suite over it
 	$(BIN)/pytest tests/final_project tests/contract --app final
 
+test-redis-modes: install ## shared and final project tests against a Redis Cluster, then Sentinel
+	$(BIN)/pytest tests/shared tests/final_project --redis-mode cluster
+	$(BIN)/pytest tests/shared tests/final_project --redis-mode sentinel
+
 check: install ## lint, format check and type check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -115,6 +125,12 @@ check: install ## lint, format check and type check
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Not part of `make test` or CI: ~30 minutes on 2 cores. A re-run tests only the mutants of
+# functions that changed since the last one. GROUP=shared-cache runs one group (see mutation/).
+mutate: install ## mutation testing: how many planted bugs the tests catch (mutation/README.md)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,mutation]'
+	$(BIN)/python -m mutation $(GROUP)
 
 diff-week6: ## what week 6 changed in week 5's app
 	@git diff --no-index week5_crud/app week6_async/app || true

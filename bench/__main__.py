@@ -30,7 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from . import environment, report
-from .processes import RedisServer, UvicornApp, cpu_seconds, make_workdir
+from .processes import RedisClusterServer, RedisServer, UvicornApp, cpu_seconds, make_workdir
 from .stats import RatioResult, Series, evaluate
 from .suite import FINAL_APP, WEEK6_APP, Measurement, Plan, Ratio, Session, build_plan
 from .wrk import INSTALL_HINT, Load, WrkError, WrkResult, run_wrk, wrk_binary
@@ -143,15 +143,23 @@ class Run:
     result: WrkResult
     background: WrkResult | None
     cpu_us: float | None  # server CPU per request
+    redis_cpu_us: float | None = None  # Redis CPU per request, every node together
 
 
 class Runner:
     """Runs measurements against the started apps."""
 
     def __init__(
-        self, apps: dict[str, UvicornApp], sessions: dict[str, Session], *, quick: bool = False
+        self,
+        apps: dict[str, UvicornApp],
+        sessions: dict[str, Session],
+        *,
+        quick: bool = False,
+        redis_pids: dict[str, list[int]] | None = None,
     ) -> None:
         self.apps = apps
+        # Per app, the Redis processes it talks to (one server, or every cluster node).
+        self.redis_pids = redis_pids or {}
         self.sessions = sessions
         self.quick = quick
         self.secrets = {s.token: "$TOKEN" for s in sessions.values()} | {
@@ -170,6 +178,7 @@ class Runner:
         app = self.apps[measurement.app]
         pid = app.process.pid if app.process is not None else None
         cpu_before = cpu_seconds(pid) if pid is not None else None
+        redis_before = self._redis_cpu(measurement.app)
         session = self.sessions.get(measurement.app)
         if measurement.seconds is not None and not (self.quick or warm_up):
             seconds = measurement.seconds
@@ -188,14 +197,24 @@ class Runner:
                 result = run_wrk(app.url, load, seq_start=seq, secrets=self.secrets)
                 background = pending.result()
         cpu_after = cpu_seconds(pid) if pid is not None else None
-        cpu_us = None
+        redis_after = self._redis_cpu(measurement.app)
+        cpu_us = redis_us = None
         # With a background load the CPU is shared by two kinds of request: not comparable.
         comparable = background is None and result.requests > 0
         if cpu_before is not None and cpu_after is not None and comparable:
             cpu_us = (cpu_after - cpu_before) / result.requests * 1e6
+        if redis_before is not None and redis_after is not None and comparable:
+            redis_us = (redis_after - redis_before) / result.requests * 1e6
         if measurement.restart_after:
             app.restart()
-        return Run(result, background, cpu_us)
+        return Run(result, background, cpu_us, redis_us)
+
+    def _redis_cpu(self, app: str) -> float | None:
+        """CPU seconds the app's Redis processes have used so far (None: unknown)."""
+        seconds = [cpu_seconds(pid) for pid in self.redis_pids.get(app, [])]
+        if not seconds or any(s is None for s in seconds):
+            return None
+        return sum(s for s in seconds if s is not None)
 
 
 def select_ratios(plan: Plan, only: str) -> list[Ratio]:
@@ -251,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis.start()
         stack.callback(redis.stop)
         server_commands.append(redis.command)
+        # Started below only when a measurement needs it (C1, C2).
+        cluster = RedisClusterServer(redis_binary, workdir)
 
         plan = build_plan(
             final_target=args.app,
@@ -260,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir=workdir,
             rate_limit_switch=rate_limit_switch(args.app),
             extra_env=dict(item.split("=", 1) for item in args.env),
+            cluster_url=cluster.url,
         )
         ratios = select_ratios(plan, args.only)
 
@@ -288,6 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if name is not None and name not in needed_apps:
                     needed_apps.append(name)
 
+        if "final-cluster" in needed_apps:
+            cluster.start()
+            stack.callback(cluster.stop)
+            server_commands.append(cluster.command)
+
         # Start every needed app at once (they import in parallel), then wait for each.
         apps: dict[str, UvicornApp] = {}
         for name in needed_apps:
@@ -313,7 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"! {name}: {unavailable[name]}")
         runnable = [ratio for ratio in runnable if blocked(ratio) is None]
         order = measurement_order(runnable)
-        runner = Runner(apps, sessions, quick=args.quick)
+        # Measurements run one at a time, so a Redis's CPU during a run is that app's.
+        single = [redis.process.pid] if redis.process is not None else []
+        redis_pids = {
+            name: [p.pid for p in cluster.processes] if name == "final-cluster" else single
+            for name in apps
+        }
+        runner = Runner(apps, sessions, quick=args.quick, redis_pids=redis_pids)
 
         for key in order:
             if plan.measurements[key].expect_cache == "HIT":
@@ -344,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = run.result
                 entry.runs.append(result)
                 entry.cpu_us.append(run.cpu_us)
+                entry.redis_cpu_us.append(run.redis_cpu_us)
                 if run.background is not None:
                     entry.background_runs.append(run.background)
                 log(

@@ -100,6 +100,88 @@ class RedisServer:
             self.process = None
 
 
+class RedisClusterServer:
+    """A throw-away 3-primary Redis Cluster on this machine (no replicas, no persistence).
+
+    Each node listens on its port and on port + 10000 (the cluster bus), so both
+    must be free; `redis-cli --cluster create` hands each node a third of the slots.
+    """
+
+    def __init__(self, binary: str, workdir: Path, primaries: int = 3) -> None:
+        self.binary = binary
+        self.dir = workdir / "cluster"
+        self.dir.mkdir(exist_ok=True)
+        self.ports: list[int] = []
+        while len(self.ports) < primaries:
+            port = free_port()
+            if port < 55535 and port not in self.ports and _port_free(port + 10000):
+                self.ports.append(port)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def node_args(self, port: int) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", f"nodes-{port}.conf",
+            "--save", "",
+            "--appendonly", "no",
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    @property
+    def command(self) -> str:
+        node = " ".join(arg if arg else '""' for arg in self.node_args(self.ports[0]))
+        return f"{node} (×{len(self.ports)}, then redis-cli --cluster create)"
+
+    def start(self, timeout: float = 30.0) -> None:
+        for port in self.ports:
+            self.processes.append(
+                subprocess.Popen(
+                    self.node_args(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+            wait_for_port(port)
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while not all(self._ok(port) for port in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bench cluster never reached cluster_state:ok")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _ok(port: int) -> bool:
+        info = subprocess.run(
+            ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True
+        ).stdout
+        return "cluster_state:ok" in info
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stop_process(process, timeout=5)
+        self.processes = []
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class UvicornApp:
     """One app under test: `python -m uvicorn MODULE:app` with the shared flags

@@ -46,6 +46,8 @@ def _side(summary: Summary | None) -> str:
     if summary is None:
         return ""
     cpu = f" · CPU {summary.cpu_us:,.0f} µs/req" if summary.cpu_us is not None else ""
+    if summary.redis_cpu_us is not None:
+        cpu += f" · Redis {summary.redis_cpu_us:,.0f} µs/req"
     return (
         f"{summary.rps:,.0f} rps · p50 {summary.p50_ms:.2f} ms · p99 {summary.p99_ms:.2f} ms{cpu}"
     )

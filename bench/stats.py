@@ -21,6 +21,9 @@ class Series:
     # Server CPU time per request (µs): steadier than rps on a busy machine, since
     # another program's load slows the server down but hardly changes its work.
     cpu_us: list[float | None] = field(default_factory=list)
+    # Redis CPU time per request (µs), all nodes together: what one request costs the
+    # Redis side, so 1 s / this is what one Redis core can serve.
+    redis_cpu_us: list[float | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Summary:
     cache_share: float | None  # share of responses with the expected X-Cache value
     command: str
     cpu_us: float | None = None
+    redis_cpu_us: float | None = None
 
     def problems(self, expected_cache: str | None) -> list[str]:
         found = []
@@ -65,6 +69,7 @@ def summarize(series: Series) -> Summary:
         cache_share=share,
         command=runs[0].command,
         cpu_us=_median_or_none(series.cpu_us),
+        redis_cpu_us=_median_or_none(series.redis_cpu_us),
     )
 
 

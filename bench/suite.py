@@ -161,6 +161,7 @@ def build_plan(
     workdir: Path,
     rate_limit_switch: str | None,
     extra_env: Mapping[str, str] | None = None,
+    cluster_url: str = "redis+cluster://127.0.0.1:1",
 ) -> Plan:
     """Everything the suite can measure; `--only` picks ratios from it later."""
     peer_env = {
@@ -280,6 +281,14 @@ def build_plan(
             )
             for strategy in ("moving", "fixed")
         ],
+        # C1, C2: the same app on a 3-primary Redis Cluster on this machine.
+        AppSpec(
+            "final-cluster",
+            final_target,
+            final_env(cluster_url, secret, "cluster", extra_env),
+            signs_up=True,
+            description="final app, memory://, REDIS_URL=redis+cluster:// (3 primaries)",
+        ),
         AppSpec(
             "granian",
             final_target,
@@ -442,6 +451,14 @@ def build_plan(
         Measurement("floor/hello", "floor", "floor GET /hello (+ one EVALSHA)", hello),
         Measurement("limits-moving/hello", "limits-moving", "limits moving window /hello", hello),
         Measurement("limits-fixed/hello", "limits-fixed", "limits fixed window /hello", hello),
+        Measurement(
+            "cluster/user", "final-cluster", "final GET /users/{id} (HIT), Redis Cluster",
+            cached_get, expect_cache="HIT",
+        ),
+        Measurement(
+            "cluster/hello", "final-cluster", "final GET /hello (rate-limited), Redis Cluster",
+            hello,
+        ),
         Measurement("granian/health", "granian", "Granian final GET /health", health),
         Measurement(
             "granian/user", "granian", "Granian final GET /users/{id} (HIT)", cached_get,
@@ -567,6 +584,17 @@ def build_plan(
             "P3f", "our rate-limited GET /hello ÷ limits 5 fixed window (async Redis)",
             "final/hello", "limits-fixed/hello", Metric.THROUGHPUT, 1.5,
             meaning="the same, against limits' cheapest strategy",
+        ),
+        Ratio(
+            "C1", "cached GET /users/{id} on a 3-primary Redis Cluster ÷ on one Redis",
+            "cluster/user", "final/user", Metric.THROUGHPUT, 0.7,
+            meaning="what cluster-safe keys cost a signed-in read: the revocation MGET and "
+            "the cache's epoch read go out per slot, side by side",
+        ),
+        Ratio(
+            "C2", "rate-limited GET /hello on a 3-primary Redis Cluster ÷ on one Redis",
+            "cluster/hello", "final/hello", Metric.THROUGHPUT, 0.9,
+            meaning="the limiter's one EVALSHA, routed to the slot of the client's hash tag",
         ),
         Ratio(
             "R8", "Granian ÷ uvicorn (uvloop, httptools), final GET /health, 1 worker",

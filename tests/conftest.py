@@ -130,6 +130,16 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
         missing(f"Redis Cluster ({exc})")
 
 
+@pytest.fixture
+def private_redis_cluster() -> Iterator[RedisClusterServers]:
+    """A cluster of this test's own, for a test that restarts a node."""
+    try:
+        with start_private_redis_cluster() as cluster:
+            yield cluster
+    except FileNotFoundError as exc:
+        missing(f"Redis Cluster ({exc})")
+
+
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[RedisSentinelGroup]:
     """The session's sentinel group: tests must not kill its primary (others share it)."""

@@ -185,6 +185,7 @@ class _Node:
     def __init__(self, args: list[str], port: int, log: Path) -> None:
         self.port = port
         self.log = log
+        self.args = args
         with log.open("ab") as out:
             self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT
@@ -327,6 +328,15 @@ class RedisClusterServers:
             ):
                 return False
         return True
+
+    def restart_node(self, port: int, timeout: float = 30.0) -> None:
+        """Kill one node and start it again: it keeps its slots (nodes.conf) but no data,
+        like a primary restarted without persistence."""
+        i = self.ports.index(port)
+        self.nodes[i].kill()
+        node = self.nodes[i] = _Node(self.nodes[i].args, port, self.nodes[i].log)
+        node.wait_until_ready()
+        _wait(self._is_ok, f"cluster on ports {self.ports} ok again", timeout)
 
     def close(self) -> None:
         for node in self.nodes:
