@@ -14,10 +14,8 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from shared.auth import AccessClaims, TokenService, bearer_claims_dependency, require_role
 
 from .config import Settings
-from .services import Services, user_id_of
+from .services import MAX_ID, Services, user_id_of
 from .store import UserRecord, UserStore
-
-MAX_ID = 2**63 - 1
 
 
 def services_of(request: Request) -> Services:

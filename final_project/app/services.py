@@ -44,9 +44,20 @@ class Services:
             await self.store.close()
 
 
+# The largest id the database can hold (a signed 64-bit integer, SQL BIGINT).
+MAX_ID = 2**63 - 1
+
+
 def user_id_of(sub: str) -> int | None:
-    """The user id in a token's `sub`, or None when it is not one of ours."""
-    return int(sub) if sub.isascii() and sub.isdigit() and len(sub) <= 19 else None
+    """The user id in a token's `sub`, or None when it is not one of ours.
+
+    A signed token may still carry any string: one that is no id the database could
+    hold must end in 401, not in an overflow inside the SQL driver.
+    """
+    if not (sub.isascii() and sub.isdigit() and len(sub) <= 19):
+        return None
+    user_id = int(sub)
+    return user_id if 1 <= user_id <= MAX_ID else None
 
 
 async def open_services(settings: Settings, metrics: Metrics | None = None) -> Services:
