@@ -167,19 +167,21 @@ async def test_a_cluster_node_restarted_empty_gets_its_revocations_back(
     try:
         await client.initialize()  # learn which node serves which slot
         marker_node = client.get_node_from_key("t:auth:ready")
+        assert marker_node is not None
         # A token whose revocation lands on another node than the denylist's marker:
         # losing it there leaves the marker standing, so only the watch can tell.
         while True:
             claims = tokens.decode_access((await tokens.issue("7", "user")).access_token)
             deny_key = f"t:auth:deny:{claims.jti}"
             node = client.get_node_from_key(deny_key)
+            assert node is not None
             if node.name != marker_node.name:
                 break
         assert not await tokens.is_revoked(claims)  # the denylist is verified
         await tokens.logout(claims, None)
         assert await client.exists(deny_key)
 
-        private_redis_cluster.restart_node(node.port)
+        private_redis_cluster.restart_node(int(node.port))
 
         # Refused all along: by the store while the node is being checked ...
         assert await tokens.is_revoked(claims)

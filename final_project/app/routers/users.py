@@ -25,7 +25,6 @@ from shared.cache import cache_response, if_none_match
 from shared.docs import CACHED_READ, IF_NONE_MATCH, header
 
 from ..deps import (
-    MAX_ID,
     Claims,
     CurrentUser,
     EditableUser,
@@ -35,7 +34,7 @@ from ..deps import (
 )
 from ..errors import problem_responses
 from ..schemas import UserCreate, UserPatch, UserPublic, UserSummary, UserUpdate
-from ..services import Services
+from ..services import MAX_ID, Services
 from ..store import EmailTaken, UserRecord, UserStore
 from .audit import record_event
 

@@ -1,0 +1,186 @@
+"""Week 8: the login budget of a request that carries a token, and how far the cache
+may be trusted after a write whose invalidation failed and after a restart.
+
+The contract: `LOGIN_RATE_LIMIT` is a budget per address on `POST /auth/token`, token
+or not. A write made while Redis was unreachable may be served stale until the old
+entry expires, `CACHE_TTL_SECONDS` at most, never longer. An app that starts makes
+every entry of an earlier run unreachable (its users start again from id 1).
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+
+from tests.clients import Account, Api, client_for, running, serve
+from tests.servers import RedisServer
+from tests.waiting import wait_until
+from tests.week8_redis.conftest import PASSWORD, AppFactory
+
+WRONG = "not the password"
+
+# Login budget ---------------------------------------------------------------------
+
+
+async def log_in(client: httpx.AsyncClient, account: Account, password: str) -> httpx.Response:
+    data = {"username": account.email, "password": password}
+    return await client.post("/auth/token", data=data, headers=account.headers)
+
+
+@pytest.mark.parametrize("token_first", [True, False], ids=["token first", "token last"])
+async def test_logging_in_with_a_token_spends_the_addresses_login_budget(
+    make_app: AppFactory, token_first: bool
+) -> None:
+    app = make_app(login_rate_limit="2/minute")
+    async with running(app) as started:
+        # Signed up from elsewhere, so this address's login budget is whole.
+        async with client_for(started, client=("203.0.113.1", 50000)) as elsewhere:
+            users = Api(elsewhere, password=PASSWORD)
+            alice, bob = await users.sign_up("Alice"), await users.sign_up("Bob")
+        async with client_for(started, client=("203.0.113.2", 50000)) as guesser:
+            without = Account({}, email=alice.email)
+            with_token = [Account({}, alice.access_token, email=alice.email), bob]
+            first, last = (with_token, [without]) if token_first else ([without], with_token)
+            answers = [await log_in(guesser, a, WRONG) for a in first + last]
+            refused = await log_in(guesser, alice, PASSWORD)
+
+    # Two guesses fit the address's budget, whatever token rode along; the third is refused.
+    assert [r.status_code for r in answers] == [401, 401, 429]
+    for r in answers:
+        assert r.headers["ratelimit-policy"] == '"login";q=2;w=60'
+    assert refused.status_code == 429, refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_a_token_never_buys_a_login_budget_of_its_own(make_app: AppFactory) -> None:
+    app = make_app(login_rate_limit="3/minute")
+    async with running(app) as started:
+        accounts = []
+        for n, name in enumerate(("A", "B", "C", "D")):  # each from an address of its own
+            async with client_for(started, client=(f"198.51.100.{n}", 50000)) as elsewhere:
+                users = Api(elsewhere, password=PASSWORD)
+                accounts.append(await users.sign_up(name, email=f"{name.lower()}@example.com"))
+        async with client_for(started, client=("203.0.113.2", 50000)) as guesser:
+            statuses = [(await log_in(guesser, a, WRONG)).status_code for a in accounts]
+        # Another address still has its whole budget.
+        async with client_for(started, client=("203.0.113.3", 50000)) as bystander:
+            other = await log_in(bystander, accounts[0], PASSWORD)
+    assert statuses == [401, 401, 401, 429]
+    assert other.status_code == 200, other.text
+
+
+# The cache after a write Redis missed ------------------------------------------------
+
+
+async def cached_answer(
+    client: httpx.AsyncClient, url: str, account: Account, *, until_hit: bool = False
+) -> httpx.Response:
+    """Read `url` until the cache answers it (MISS or HIT; HIT with `until_hit`)."""
+    reads: list[httpx.Response] = []
+    wanted = {"HIT"} if until_hit else {"HIT", "MISS"}
+
+    async def from_the_cache() -> bool:
+        reads.append(await client.get(url, headers=account.headers))
+        assert reads[-1].status_code == 200, reads[-1].text
+        return reads[-1].headers["x-cache"] in wanted
+
+    await wait_until(from_the_cache, f"{url} is answered from the cache")
+    return reads[-1]
+
+
+def assert_entries_expire_within(server: RedisServer, prefix: str, seconds: int) -> int:
+    """Every cache entry (not the version) expires within `seconds`; how many there are."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        entries = [
+            key
+            for key in client.scan_iter(match=f"{prefix}cache:*", count=1000)
+            if key != f"{prefix}cache:version".encode()
+        ]
+        for key in entries:
+            assert 0 < client.pttl(key) <= seconds * 1000, key
+        return len(entries)
+    finally:
+        client.close()
+
+
+async def test_a_write_redis_missed_is_served_stale_no_longer_than_the_ttl(
+    make_app: AppFactory, private_redis: RedisServer
+) -> None:
+    app = make_app(redis_url=private_redis.url, redis_prefix="w8:", cache_ttl_seconds=1)
+    async with serve(app) as client:
+        users = Api(client, password=PASSWORD)
+        reader, target = await users.sign_up("Reader"), await users.sign_up("Before")
+        user_url = f"/users/{target.id}"
+        for url in (user_url, "/users"):
+            await cached_answer(client, url, reader, until_hit=True)
+        assert assert_entries_expire_within(private_redis, "w8:", 1) >= 3
+
+        private_redis.snapshot()  # Redis comes back with these very entries
+        private_redis.kill()
+        r = await client.patch(user_url, json={"name": "After"}, headers=target.headers)
+        assert r.status_code == 200, r.text  # its invalidation failed
+        private_redis.start()
+
+        async def shows_the_write() -> bool:
+            one = await client.get(user_url, headers=reader.headers)
+            page = await client.get("/users", headers=reader.headers)
+            names = {u["name"] for u in page.json() if u["id"] == target.id}
+            return bool(one.json()["name"] == "After" and names == {"After"})
+
+        await wait_until(shows_the_write, "the write shows once the old entries expire")
+        # ... and what is cached from now on is the new data, under the same bound.
+        r = await cached_answer(client, user_url, reader, until_hit=True)
+        assert r.json()["name"] == "After"
+        assert_entries_expire_within(private_redis, "w8:", 1)
+
+
+async def test_a_deletion_redis_missed_stops_the_token_within_the_ttl(
+    make_app: AppFactory, private_redis: RedisServer
+) -> None:
+    app = make_app(redis_url=private_redis.url, redis_prefix="w8:", cache_ttl_seconds=1)
+    async with serve(app) as client:
+        users = Api(client, password=PASSWORD)
+        leaving = await users.sign_up("Leaving")
+        for _ in range(2):  # its signed-in lookup is cached (GET /users/me shows no X-Cache)
+            assert (await client.get("/users/me", headers=leaving.headers)).status_code == 200
+
+        private_redis.snapshot()
+        private_redis.kill()
+        r = await client.delete(f"/users/{leaving.id}", headers=leaving.headers)
+        assert r.status_code == 204, r.text
+        private_redis.start()
+
+        async def refused() -> bool:
+            return (await client.get("/users/me", headers=leaving.headers)).status_code == 401
+
+        await wait_until(refused, "the deleted user's token is refused once the entry expires")
+
+
+# The cache at start-up -----------------------------------------------------------------
+
+
+async def test_an_app_that_starts_never_serves_an_earlier_runs_entries(
+    make_app: AppFactory, private_redis: RedisServer
+) -> None:
+    """Even when its first write cannot reach Redis: the start-up itself made the old
+    entries unreachable."""
+    async with serve(make_app(redis_url=private_redis.url)) as client:
+        first_run = await Api(client, password=PASSWORD).sign_up("First run")
+        url = f"/users/{first_run.id}"
+        await cached_answer(client, url, first_run, until_hit=True)  # the signed-in lookup too
+
+    async with serve(make_app(redis_url=private_redis.url)) as client:
+        private_redis.snapshot()  # what the new app found at its start
+        private_redis.kill()
+        second_run = await Api(client, password=PASSWORD).sign_up("Second run")
+        assert second_run.id == first_run.id  # a new run: ids start again from 1
+        private_redis.start()
+
+        r = await cached_answer(client, url, second_run)  # Redis answers again
+        assert r.json()["name"] == "Second run", r.headers["x-cache"]
+        me = await client.get("/users/me", headers=second_run.headers)
+        assert me.json()["name"] == "Second run"
+        r = await cached_answer(client, "/users", second_run)
+        assert [u["name"] for u in r.json()] == ["Second run"]
