@@ -79,7 +79,9 @@ class RedisServer:
 
     def snapshot(self) -> None:
         """Write an RDB file now, so a restart brings today's data back."""
-        subprocess.run(["redis-cli", "-p", str(self.port), "save"], check=True, capture_output=True)
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "save"], check=True, capture_output=True, timeout=10
+        )
 
     def kill(self) -> None:
         if self.process is not None:

@@ -231,7 +231,8 @@ def collector() -> Iterator[tuple[str, list[bytes]]]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the collector's thread did not stop"
 
 
 def test_tracing_sends_fastapis_spans_over_otlp_when_switched_on(

@@ -175,7 +175,12 @@ def test_make_migrate_on_a_fresh_clone_creates_the_sqlite_database(tmp_path: Pat
     alembic = [sys.executable, "-m", "alembic", "-c", str(ROOT / "final_project" / "alembic.ini")]
 
     result = subprocess.run(
-        [*alembic, "upgrade", "head"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [*alembic, "upgrade", "head"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     assert result.returncode == 0, result.stderr
@@ -192,7 +197,11 @@ import final_project.app.store.sql
 
 ready, go, ini = sys.argv[1:4]
 pathlib.Path(ready).touch()
+# Gives up on its own too, so a test that died before the signal leaves no replica behind.
+deadline = time.monotonic() + 120
 while not pathlib.Path(go).exists():
+    if time.monotonic() > deadline:
+        sys.exit("no starting signal after 120 s")
     time.sleep(0.002)
 main(argv=["-c", ini, "upgrade", "head"])
 """

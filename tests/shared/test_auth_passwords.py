@@ -107,6 +107,8 @@ async def test_concurrent_hashes_are_bounded_by_the_semaphore(
     # Two run, held; the other six wait their turn instead of starting.
     assert counting.running == 2
     counting.release.set()
+    # A slot a hash never gives back would leave the rest waiting for it forever.
+    await wait_until(hashes.done, "all eight hashes finish")
     await hashes
     assert counting.most == 2
     assert counting.released == [True] * 8
@@ -121,6 +123,7 @@ async def test_hashing_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) 
     # the event loop, this coroutine could not run until the hold timed out.
     await wait_until(lambda: counting.started.acquire(blocking=False), "the hash started")
     counting.release.set()
+    await wait_until(hashing.done, "the released hash finishes")
     assert (await hashing).startswith("$argon2id$")
     assert counting.released == [True]
 

@@ -439,7 +439,7 @@ async def test_a_logout_that_misses_redis_during_a_refill_is_never_forgotten(
         store.reading.clear()
         store.proceed.clear()
         refill = asyncio.create_task(tokens.is_revoked(early))
-        await store.reading.wait()  # the refill has read the store ...
+        await wait_until(store.reading.is_set, "the refill reads the store")  # ...
 
         async def unreachable(*args: Any, **kwargs: Any) -> None:
             raise ConnectionError("No connection available")
@@ -448,6 +448,7 @@ async def test_a_logout_that_misses_redis_during_a_refill_is_never_forgotten(
             patched.setattr(redis, "set", unreachable)
             await tokens.logout(late, None)  # ... before this logout, which misses Redis
         store.proceed.set()
+        await wait_until(refill.done, "the refill answers once the store does")
         assert not await refill
 
         assert await tokens.is_revoked(late)

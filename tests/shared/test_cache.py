@@ -87,10 +87,11 @@ async def test_the_stale_refill_race_is_closed(cache: ResponseCache, db: Databas
             namespace="users", key="1", principal="7", loader=slow_old_read, tags=["user:1"]
         )
     )
-    await loaded.wait()
+    await wait_until(loaded.is_set, "the reader loads")
     db.value = "v2"
     await cache.invalidate("user:1")  # the write returns ...
     release.set()
+    await wait_until(reader.done, "the slow reader answers")
     assert (await reader).body == b'{"name": "v1"}'  # ... the slow reader finishes late
     after = await cache.get_or_load(
         namespace="users", key="1", principal="7", loader=db.load, tags=["user:1"]

@@ -19,7 +19,7 @@ async def test_each_app_has_its_own_users() -> None:
 
 def test_store_lets_one_of_many_threads_take_an_email() -> None:
     store = UserStore()
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(20, timeout=10)
     outcomes: list[str] = []
 
     def sign_up(n: int) -> None:
@@ -30,11 +30,14 @@ def test_store_lets_one_of_many_threads_take_an_email() -> None:
         except EmailTaken:
             outcomes.append("taken")
 
-    threads = [threading.Thread(target=sign_up, args=(n,)) for n in range(20)]
+    # Daemon threads, joined with a timeout: a sign-up stuck on the store's lock fails
+    # the test instead of hanging it, and cannot keep pytest from exiting either.
+    threads = [threading.Thread(target=sign_up, args=(n,), daemon=True) for n in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "a sign-up did not return within 10 s"
     assert sorted(outcomes) == ["created"] + ["taken"] * 19
     assert len(store.list(0, 100)) == 1
 

@@ -9,6 +9,7 @@ import redis.asyncio
 
 from tests.clients import Api, serve
 from tests.servers import RedisServer
+from tests.waiting import wait_until
 from tests.week8_redis.conftest import AppFactory
 from week8_redis.app.cache import ResponseCache
 from week8_redis.app.db import UserRecord, UserStore
@@ -213,10 +214,11 @@ async def test_a_slow_reader_cannot_put_old_data_back_after_a_write(
 
     try:
         reader = asyncio.create_task(cache.get_or_load("users:1", slow_load))
-        await loaded.wait()
+        await wait_until(loaded.is_set, "the reader loads")
         stored["name"] = b"new"  # a write lands meanwhile,
         await cache.invalidate()  # and invalidates before it answers
         release.set()
+        await wait_until(reader.done, "the slow reader answers")
         assert await reader == (b"old", "MISS")  # its own answer predates the write
         assert await cache.get_or_load("users:1", load) == (b"new", "MISS")
         assert await cache.get_or_load("users:1", load) == (b"new", "HIT")

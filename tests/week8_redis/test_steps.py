@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from tests.clients import Api, serve
 from tests.servers import run_step
+from tests.waiting import wait_until
 from tests.week8_redis.conftest import AppFactory
 from week8_redis.steps import day3_naive_cache as day3
 from week8_redis.steps import day4_naive_limiter as day4
@@ -98,10 +99,11 @@ async def test_week8_a_slow_reader_cannot_put_the_old_user_back_after_a_write(
         monkeypatch.setattr(store, "get", slow_first_load)
         url = f"/users/{account.id}"
         slow_read = asyncio.create_task(client.get(url, headers=reader.headers))
-        await asyncio.wait_for(loaded.wait(), timeout=30)  # a read that never loads: fail, not hang
+        await wait_until(loaded.is_set, "the first read loads the user")
         r = await client.patch(url, json={"name": "After"}, headers=account.headers)
         assert r.status_code == 200, r.text
         written.set()
+        await wait_until(slow_read.done, "the slow read answers")
         assert (await slow_read).json()["name"] == "Before"  # it began before the write
 
         for _ in range(2):  # the next read, and the one after it, which may be cached
@@ -143,9 +145,13 @@ async def test_day4_get_then_set_lets_a_concurrent_burst_through(
         return count
 
     monkeypatch.setattr(redis, "get", get_then_wait_for_the_others)
-    allowed = await asyncio.gather(
+    burst_answered = asyncio.gather(
         *(day4.allow_get_then_set(redis, client_name) for _ in range(burst))
     )
+    # The barrier opens only if every request reads before any writes: a limiter that
+    # serialized them would wait on it forever.
+    await wait_until(burst_answered.done, "every request of the burst reads, then answers")
+    allowed = await burst_answered
     assert sum(allowed) == burst  # the flaw: 5x the limit got through
 
 
