@@ -76,12 +76,6 @@ GROUPS = (
             # load_or_create_secret (settings.py): the secret file workers share.
             "tests/shared/test_security.py",
         ),
-        # passwords.py sets the hashing threads' niceness to 10, not the process's own
-        # plus 10, as the test expects: in a process already at 10 they are not lowered.
-        fail_when_niced=(
-            "tests/shared/test_auth_passwords.py::"
-            "test_hashing_threads_yield_the_cpu_to_the_event_loop",
-        ),
     ),
     # test_composition.py is where auth, cache and rate limit meet: the rate limiter's
     # round trip peeks the keys the others read next, and only those tests check it.

@@ -117,7 +117,7 @@ class Metrics:
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method if method in METHODS else OTHER_METHOD, route, status)
-        children = self._children.get(key)
+        children = self._children.get(key)  # pragma: no mutate (a lookup cache only)
         if children is None:
             # labels() validates and locks on every call: look each series up once.
             # Bounded: known methods x route templates x status codes.
@@ -125,7 +125,7 @@ class Metrics:
                 self.requests.labels(key[0], route, str(status)),
                 self.latency.labels(key[0], route),
             )
-            self._children[key] = children
+            self._children[key] = children  # pragma: no mutate (a lookup cache only)
         count, latency = children
         count.inc()
         latency.observe(seconds)

@@ -96,7 +96,7 @@ async def spend_password_attempt(services: Services, email: str) -> None:
     """
     if not services.settings.rate_limit_enabled:
         return
-    account = hashlib.sha256(email.encode()).hexdigest()[:32]
+    account = hashlib.sha256(email.encode()).hexdigest()[:32]  # pragma: no mutate (key name only)
     decision = await services.limiter.hit(f"account:{account}", (services.login_account_policy,))
     if not decision.allowed:
         raise HTTPException(

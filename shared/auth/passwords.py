@@ -31,8 +31,11 @@ class HashingBusy(Exception):
 def _lower_thread_priority(nice: int) -> None:
     # Linux: niceness is per thread and inherited by the threads Argon2 starts for
     # its lanes, so hashing yields the CPU to the event loop instead of sharing it.
+    # Relative to the niceness the thread was started with (the event loop's): in a
+    # process already niced, a fixed value would not be lower than the loop's.
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
 
 
 class PasswordHasher:

@@ -16,7 +16,7 @@ def if_none_match(scope: Scope) -> str | None:
     raw: bytes
     for name, raw in scope["headers"]:
         if name == b"if-none-match":
-            return raw.decode("latin-1")
+            return raw.decode("latin-1")  # pragma: no mutate (codec names ignore case)
     return None
 
 

@@ -39,7 +39,7 @@ class Rate:
 
 def parse_rate(text: str) -> Rate:
     """Parse `"60/minute"`; raises ValueError on anything else."""
-    count, _, unit = text.strip().partition("/")
+    count, _, unit = text.strip().partition("/")  # pragma: no mutate (2nd "/" fails anyway)
     period = PERIODS.get(unit.strip().lower())
     if period is None or not count.strip().isdigit() or int(count) < 1:
         raise ValueError(f"rate must look like '60/minute' (second, minute, hour, day): {text!r}")
@@ -132,7 +132,7 @@ class LocalLimiter:
     def hit(self, keys: Sequence[str], policies: Sequence[Policy]) -> Decision:
         """Check and commit every policy together, like the Lua script."""
         now = time.monotonic_ns() // 1000
-        if len(self._tats) > self._max_keys:
+        if len(self._tats) > self._max_keys:  # pragma: no mutate (prunes only spent keys)
             self._tats = {k: tat for k, tat in self._tats.items() if tat > now}
         tats = [max(self._tats.get(key, 0.0), now) for key in keys]
         retry = 0.0

@@ -4,6 +4,8 @@ subjects, and the list's paging (bounds, and one cache entry per page and view).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,10 +16,13 @@ import httpx
 import jwt
 import pytest
 
+from final_project.app.deps import SettingsDep
 from final_project.app.main import create_app
+from final_project.app.routers import health
 from tests.clients import serve
 from tests.conftest import empty_postgres_database
-from tests.final_project.conftest import SECRET, Api, settings_for_tests
+from tests.final_project.conftest import PASSWORD, SECRET, Api, settings_for_tests
+from tests.waiting import wait_until
 
 MAX_ID = 2**63 - 1
 
@@ -237,3 +242,156 @@ async def test_a_cached_later_page_is_invalidated_by_a_write(
         assert r.status_code == 204, r.text
         r = await client.get("/users?offset=2&limit=1", headers=reader.headers)
         assert [user["id"] for user in r.json()] == everyone[3:4]
+
+
+# What a refusal says ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def app_client(
+    redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """An app of this test's own, started, and a client to it: the test may reach its store."""
+    app = create_app(settings_for_tests(redis_url, redis_prefix))
+    async with serve(app) as client:
+        yield app, client
+
+
+async def test_a_user_deleted_behind_the_apis_back_is_refused_with_a_bearer_challenge(
+    app_client: tuple[Any, httpx.AsyncClient],
+) -> None:
+    app, client = app_client
+    me = await Api(client).sign_up()
+    assert await app.state.services.store.delete_user(me.id)  # say, by an operator's script
+    for r in (
+        await client.get("/users/me", headers=me.headers),
+        await client.patch(f"/users/{me.id}", headers=me.headers, json={"name": "Ghost"}),
+    ):
+        assert assert_problem(r, 401) == "Could not validate credentials"
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_each_refused_change_says_why(client: httpx.AsyncClient, api: Api) -> None:
+    me, other, admin = await api.sign_up("Me"), await api.sign_up("Other"), await api.admin()
+    mine = f"/users/{me.id}"
+
+    r = await client.patch(f"/users/{other.id}", headers=me.headers, json={"name": "Mine"})
+    assert assert_problem(r, 403) == "Not allowed to change another user"
+    r = await client.patch(mine, headers=me.headers, json={"password": "a new password!"})
+    assert assert_problem(r, 403) == "Changing your password or email needs your current password"
+    body = {"password": "a new password!", "current_password": "not my password"}
+    r = await client.patch(mine, headers=me.headers, json=body)
+    assert assert_problem(r, 403) == "Incorrect current password"
+    r = await client.patch(f"/users/{other.id}", headers=admin.headers, json={"email": me.email})
+    assert assert_problem(r, 409) == "Email already registered"
+    r = await client.patch(f"/users/{MAX_ID}", headers=admin.headers, json={"name": "Nobody"})
+    assert assert_problem(r, 404) == "User not found"
+    # None of it changed anyone.
+    r = await client.get(f"/users/{other.id}", headers=admin.headers)
+    assert (r.json()["name"], r.json()["email"]) == ("Other", other.email)
+
+
+async def test_wrong_current_passwords_run_out_the_accounts_budget(
+    make_client: Any,
+) -> None:
+    async with make_client(login_account_rate_limit="2/minute") as client:
+        me = await Api(client).sign_up()  # its login spends 1 of 2
+        body = {"name": "New", "password": "a new password!", "current_password": "a guess"}
+        r = await client.patch(f"/users/{me.id}", headers=me.headers, json=body)
+        assert assert_problem(r, 403) == "Incorrect current password"
+        body["current_password"] = PASSWORD  # right, but too late
+        r = await client.patch(f"/users/{me.id}", headers=me.headers, json=body)
+        assert assert_problem(r, 429) == "Too many password attempts for this account"
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert (await client.get("/users/me", headers=me.headers)).json()["name"] != "New"
+
+
+async def test_a_user_deleted_during_their_own_update_is_404(
+    app_client: tuple[Any, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, client = app_client
+    me = await Api(client).sign_up()
+    store = app.state.services.store
+    update_user = store.update_user
+
+    async def deleted_meanwhile(user_id: int, **changes: Any) -> Any:
+        await store.delete_user(user_id)  # a concurrent DELETE won the race
+        return await update_user(user_id, **changes)
+
+    monkeypatch.setattr(store, "update_user", deleted_meanwhile)
+    r = await client.patch(f"/users/{me.id}", headers=me.headers, json={"name": "Late"})
+    assert assert_problem(r, 404) == "User not found"
+
+
+async def test_an_audit_event_that_cannot_be_written_is_logged_with_its_user(
+    app_client: tuple[Any, httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, client = app_client
+    me = await Api(client).sign_up()
+
+    async def audit_down(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("audit table unavailable")
+
+    monkeypatch.setattr(app.state.services.store, "add_audit", audit_down)
+    with caplog.at_level(logging.ERROR, logger="final_project.app.routers.audit"):
+        r = await client.patch(f"/users/{me.id}", headers=me.headers, json={"name": "Still"})
+        assert r.status_code == 200, r.text  # the change itself stands
+        await wait_until(
+            lambda: any(rec.name.endswith("audit") for rec in caplog.records),
+            "the failed audit event is logged",
+        )
+    [record] = [rec for rec in caplog.records if rec.name.endswith("audit")]
+    assert record.getMessage() == f"audit event user.updated for user {me.id} was not recorded"
+    assert record.exc_info
+    assert record.exc_info[0] is RuntimeError
+
+
+# Readiness ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["raises", "too slow"])
+async def test_readiness_fails_while_the_database_cannot_answer(
+    app_client: tuple[Any, httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
+    app, client = app_client
+    assert (await client.get("/health/ready")).status_code == 200
+
+    async def ping() -> bool:
+        if failure == "raises":
+            raise ConnectionError("database down")
+        await asyncio.sleep(5)  # answers, but 100 times too late
+        return True
+
+    monkeypatch.setattr(health, "CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(app.state.services.store, "ping", ping)
+    with caplog.at_level(logging.WARNING, logger=health.__name__):
+        r = await client.get("/health/ready")
+    assert r.status_code == 503, r.text
+    assert r.json() == {
+        "status": "unavailable",
+        "checks": {"redis": "ok", "database": "unavailable"},
+    }
+    [record] = [rec for rec in caplog.records if rec.name == health.__name__]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == "database readiness check failed"
+    # With the traceback that says why.
+    assert record.exc_info
+    assert record.exc_info[0] is (ConnectionError if failure == "raises" else TimeoutError)
+
+
+async def test_a_handler_gets_the_apps_own_settings(redis_url: str, redis_prefix: str) -> None:
+    settings = settings_for_tests(redis_url, redis_prefix, cache_ttl_seconds=17)
+    app = create_app(settings)
+
+    @app.get("/cache-ttl")
+    async def cache_ttl(current: SettingsDep) -> int:
+        return current.cache_ttl_seconds
+
+    async with serve(app) as client:
+        r = await client.get("/cache-ttl")
+    assert (r.status_code, r.json()) == (200, 17)

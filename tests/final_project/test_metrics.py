@@ -6,15 +6,28 @@ total.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
+from starlette.types import Message, Receive, Scope, Send
 
 from final_project.app.config import Settings
+from shared.docs import (
+    RATE_LIMIT_HEADERS,
+    REQUEST_CONTEXT_HEADERS,
+    RETRY_AFTER,
+    document_headers,
+    header,
+    serve_docs,
+)
+from shared.metrics import Metrics, MetricsEndpoint, MetricsMiddleware
 from tests.deploy.conftest import PATH, running
 from tests.final_project.conftest import SECRET, Api, MakeClient
 from tests.servers import RedisServer, Uvicorn, free_port
@@ -266,3 +279,140 @@ def test_tracing_sends_fastapis_spans_over_otlp_when_switched_on(
     assert b"fastapi.endpoint" in spans
     # The probes (Uvicorn polls /health until it answers) are never traced.
     assert b"/health" not in spans
+
+
+# shared.docs: offline pages, and the middleware's headers in the schema ------------
+
+
+async def test_the_docs_pages_and_their_assets_are_served_by_the_app_itself() -> None:
+    app = FastAPI(docs_url=None, redoc_url=None)
+    serve_docs(app)
+    assert app.url_path_for("docs-assets", path="/favicon.png") == "/docs/assets/favicon.png"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"]:
+            assert (await client.get(f"/docs/assets/{asset}")).status_code == 200, asset
+        swagger, redoc = await client.get("/docs"), await client.get("/redoc")
+    for page, script in [(swagger, "swagger-ui-bundle.js"), (redoc, "redoc.standalone.js")]:
+        assert page.status_code == 200
+        assert f"/docs/assets/{script}" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_document_headers_writes_the_middleware_headers_into_every_response() -> None:
+    own = {"ETag": header("The version.")}
+    assert own["ETag"] == {"description": "The version.", "schema": {"type": "string"}}
+    assert header("n", "integer")["schema"] == {"type": "integer"}
+    schema: dict[str, Any] = {
+        "paths": {
+            "/items": {
+                "get": {"responses": {"200": {"headers": own}, "429": {}, "503": {}}},
+                "post": {"responses": {"422": {}}},
+            },
+            "/health": {"get": {"responses": {"200": {}, "503": {}}}},
+        }
+    }
+    assert document_headers(schema, unlimited_paths={"/health"}) is schema
+    limited = {**REQUEST_CONTEXT_HEADERS, **RATE_LIMIT_HEADERS}
+    items, health = schema["paths"]["/items"], schema["paths"]["/health"]
+    assert items["get"]["responses"] == {
+        "200": {"headers": {**own, **limited}},
+        "429": {"headers": {**limited, **RETRY_AFTER}},
+        "503": {"headers": {**limited, **RETRY_AFTER}},
+    }
+    assert items["post"]["responses"] == {"422": {"headers": limited}}
+    assert health["get"]["responses"] == {
+        "200": {"headers": REQUEST_CONTEXT_HEADERS},
+        "503": {"headers": REQUEST_CONTEXT_HEADERS},
+    }
+    assert own == {"ETag": header("The version.")}  # a shared constant is left alone
+    assert document_headers({}) == {}
+
+
+# shared.metrics in one process ------------------------------------------------------
+
+
+def test_every_metric_says_what_it_counts() -> None:
+    families = {
+        f.name: f.documentation
+        for f in text_string_to_metric_families(Metrics("t").exposition().decode())
+        if not f.name.endswith("_created")  # the client's creation-time series
+    }
+    assert families == {
+        "t_http_requests": "HTTP requests answered, by route template and status.",
+        "t_http_request_duration_seconds": "Time to answer a request, by route template.",
+        "t_cache_responses": "Responses of cached routes, by X-Cache outcome.",
+        "t_rate_limit_decisions": (
+            "Rate-limit decisions: allowed, limited, or fallback (per process, Redis away)."
+        ),
+        "t_redis_circuit_open": (
+            "1 while a module skips Redis after a failure, else 0 (the most of any worker)."
+        ),
+        "t_refresh_token_reuse_detections": (
+            "Spent refresh tokens presented again; each revoked its session."
+        ),
+    }
+
+
+async def test_the_middleware_counts_answers_without_headers_and_failures_as_500() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/boom":
+            raise RuntimeError("no answer")
+        await send({"type": "http.response.start", "status": 204})  # no headers
+        await send({"type": "http.response.body", "body": b""})
+
+    metrics = Metrics("t")
+    middleware = MetricsMiddleware(app, metrics=metrics)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    before = time.perf_counter()
+    await middleware({"type": "http", "method": "GET", "path": "/ok", "headers": []}, receive, send)
+    with pytest.raises(RuntimeError):
+        await middleware(
+            {"type": "http", "method": "GET", "path": "/boom", "headers": []}, receive, send
+        )
+    took = time.perf_counter() - before
+    assert [m.get("status") for m in sent] == [204, None]
+    samples = {
+        (s.name, s.labels.get("status")): s.value
+        for f in text_string_to_metric_families(metrics.exposition().decode())
+        for s in f.samples
+    }
+    assert samples[("t_http_requests_total", "204")] == 1
+    assert samples[("t_http_requests_total", "500")] == 1
+    assert 0 <= samples[("t_http_request_duration_seconds_sum", None)] <= took
+
+
+async def test_without_a_token_the_metrics_endpoint_refuses_every_bearer() -> None:
+    endpoint = MetricsEndpoint(Metrics("t"), token=None, public=False)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    for guess in [b"Bearer None", b"Bearer ", b""]:
+        scope = {"type": "http", "method": "GET", "path": "/metrics"}
+        await endpoint({**scope, "headers": [(b"authorization", guess)]}, receive, send)
+    assert [m["status"] for m in sent if "status" in m] == [401] * 3
+    body = b'{"detail": "Not authenticated"}'
+    assert sent[:2] == [
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"www-authenticate", b"Bearer"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]

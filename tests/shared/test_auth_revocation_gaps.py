@@ -9,8 +9,11 @@ the same store), while a token nobody revoked keeps working.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -291,3 +294,237 @@ async def test_a_refresh_of_a_revoked_session_is_refused_after_the_refill_too(
         await service.aclose()
         assert service.redis is not None
         await service.redis.aclose()
+
+
+# Every copy in Redis expires with what it revokes, also after a refill ----------
+
+
+class LaggingSqlStore(MemoryTokenStore):
+    """A store as SQLite makes one: naive UTC datetimes, and its clock a little behind
+    ours, so it still lists, first, a revocation that expired a moment ago."""
+
+    async def revoked_access(self, now: datetime) -> list[tuple[str, datetime]]:
+        expired = ("expired", (now - timedelta(seconds=1.5)).replace(tzinfo=None))
+        listed = await super().revoked_access(now)
+        return [expired, *((jti, at.replace(tzinfo=None)) for jti, at in listed)]
+
+    async def session_marks(self, since: datetime) -> list[tuple[str, datetime]]:
+        return [(user, at.replace(tzinfo=None)) for user, at in await super().session_marks(since)]
+
+
+async def mark_of(redis: AnyRedis, key: str) -> float:
+    """A session mark in Redis: the timestamp sessions are valid from."""
+    value = await redis.get(key)
+    assert isinstance(value, bytes), value
+    return float(value)
+
+
+async def expires_at_ms(redis: AnyRedis, key: str) -> int:
+    """When the key expires (Unix ms): -2 when it is missing, -1 when it never does."""
+    return int(await redis.pexpiretime(key))
+
+
+async def test_denylist_keys_expire_with_what_they_revoke_also_after_a_refill(
+    redis: AnyRedis, redis_url: str, redis_prefix: str
+) -> None:
+    store = LaggingSqlStore()
+    service = worker(store, redis, redis_prefix)
+
+    def key(name: str) -> str:
+        return f"{redis_prefix}auth:{name}"
+
+    try:
+        logged_out = claims_of(service, await service.issue("7", "user"))
+        before = time.time()
+        await service.logout(logged_out, None)
+        after = time.time()
+        # The token's own key goes when the token would have; its session's key when
+        # the last access token of the session would have. (Redis counts whole ms.)
+        deny_until = await expires_at_ms(redis, key(f"deny:{logged_out.jti}"))
+        # Set for exp - int(now) seconds, at some time between before and after.
+        assert -1 <= deny_until - logged_out.exp * 1000 <= (after - int(before)) * 1000 + 1
+        family_until = await expires_at_ms(redis, key(f"family:{logged_out.sid}"))
+        access_ms = service.access_seconds * 1000
+        assert before * 1000 + access_ms - 1 <= family_until <= after * 1000 + access_ms + 1
+
+        # A logout may name the refresh token of another session of the same user,
+        # never one of somebody else (that stays working).
+        web, phone = await service.issue("8", "user"), await service.issue("8", "user")
+        stranger = await service.issue("11", "user")
+        await service.logout(claims_of(service, web), phone.refresh_token)
+        await service.logout(
+            claims_of(service, await service.issue("12", "user")), stranger.refresh_token
+        )
+        assert await redis.exists(key(f"family:{claims_of(service, phone).sid}"))
+        assert not await redis.exists(key(f"family:{claims_of(service, stranger).sid}"))
+        stranger = await service.refresh(stranger.refresh_token)
+
+        ended = claims_of(service, await service.issue("9", "user"))
+        await service.end_sessions("9")
+        mark = await mark_of(redis, key("user:9"))
+        mark_until = await expires_at_ms(redis, key("user:9"))
+        session_ms = service.session_seconds * 1000
+        assert -1 <= mark_until - (mark * 1000 + session_ms) <= (time.time() - mark) * 1000 + 1
+
+        # Redis loses its copy; a worker refills it from the store.
+        for lost in await keys_under(redis, redis_prefix):
+            await redis.delete(lost)
+        refilling = worker(store, create_redis(RedisSettings(url=redis_url)), redis_prefix)
+        fine = claims_of(service, stranger)
+        started = time.time()
+
+        async def trusted_again() -> bool:
+            await refilling.is_revoked(fine)
+            return bool(refilling.peek_keys(scope_of(stranger.access_token)))
+
+        try:
+            await wait_until(trusted_again, "Redis is refilled and trusted again")
+            took_ms = (time.time() - started) * 1000
+            # Each entry is back for the rest of its life (rounded up to the second).
+            deny_until = await expires_at_ms(redis, key(f"deny:{logged_out.jti}"))
+            assert -1 <= deny_until - logged_out.exp * 1000 <= 1000 + took_ms
+            mark_until = await expires_at_ms(redis, key("user:9"))
+            assert await mark_of(redis, key("user:9")) == mark
+            assert -1 <= mark_until - (mark * 1000 + session_ms) <= 1000 + took_ms
+            for sid in (logged_out.sid, claims_of(service, phone).sid):
+                assert await expires_at_ms(redis, key(f"family:{sid}")) > 0, sid
+            # What had expired is not copied (nor does it stop the rest from being).
+            assert not await redis.exists(key("deny:expired"))
+            # Checks made side by side share one read: each still gets its own answer. A
+            # login at the very instant of the mark is not before it.
+            at_mark = claims_of(service, await service.issue("9", "user", auth_time=mark))
+            checked = [logged_out, claims_of(service, phone), ended, fine, at_mark]
+            answers = await asyncio.gather(*(refilling.is_revoked(c) for c in checked))
+            assert answers == [True, True, True, False, False]
+            assert refilling.peek_keys(scope_of(stranger.access_token)), "answered by Redis"
+            assert refilling.peek_keys(scope_of("garbage")) == [], "no keys without a token"
+        finally:
+            await refilling.aclose()
+            assert refilling.redis is not None
+            await refilling.redis.aclose()
+    finally:
+        await service.aclose()
+
+
+# The durable store's contract, and why a refresh is refused ----------------------
+
+
+async def test_the_memory_store_forgets_what_expired_and_keeps_the_latest_session_mark() -> None:
+    store = MemoryTokenStore()
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    await store.add_refresh("live", "fam", "7", now + hour)
+    await store.add_refresh("old", "fam", "7", now - hour)
+    assert [await store.use_refresh(j) for j in ("live", "live", "old", "nope")] == [
+        "ok",
+        "reused",
+        "unknown",
+        "unknown",
+    ]
+    await store.revoke_access("live", now + hour)
+    await store.revoke_access("old", now - hour)
+    await store.revoke_access("edge", now)
+    assert [await store.access_revoked(j) for j in ("live", "old", "nope")] == [True, False, False]
+    assert await store.revoked_access(now) == [("live", now + hour)]
+
+    # The latest mark wins, whatever order the marks arrive in; each user has their own.
+    await store.end_sessions("7", now)
+    await store.end_sessions("7", now - hour)
+    await store.end_sessions("8", now - hour)
+    assert await store.sessions_valid_from("7") == now
+    assert await store.sessions_valid_from("8") == now - hour
+    await store.end_sessions("7", now + hour)
+    assert await store.sessions_valid_from("7") == now + hour
+    assert await store.sessions_valid_from("9") is None
+    # Marks set after `since` only.
+    assert await store.session_marks(now - hour) == [("7", now + hour)]
+
+
+async def test_the_memory_store_sweeps_what_expired_once_it_has_grown_enough() -> None:
+    """Expired entries are dropped in one sweep once the maps hold 1024 entries (then
+    each time they have doubled), and never a live one: the store stays bounded."""
+    store = MemoryTokenStore()
+    now = datetime.now(UTC)
+    await store.revoke_access("live", now + timedelta(hours=1))
+    await store.add_refresh("live", "fam", "7", now + timedelta(hours=1))
+    for n in range(1100):
+        await store.revoke_access(f"old {n}", now - timedelta(hours=1))
+    # Asked as of long ago, the store lists what it still holds. The sweep ran when
+    # the 1023rd expired entry was added (2 live + 1022 expired held): 78 came after.
+    held = await store.revoked_access(datetime(2000, 1, 1, tzinfo=UTC))
+    assert len(held) == 1 + 78
+    assert held[0] == ("live", now + timedelta(hours=1))
+    assert await store.use_refresh("live") == "ok"
+
+
+async def test_a_refused_refresh_says_why_and_a_reuse_is_reported() -> None:
+    reuses: list[None] = []
+    store = MemoryTokenStore()
+    service = TokenService(SETTINGS, store, None, "t:", on_reuse=lambda: reuses.append(None))
+    assert service.settings is SETTINGS
+
+    async def role_of(user_id: str) -> str | None:
+        return None if user_id == "gone" else "admin"
+
+    try:
+        pair = await service.issue("7", "user")
+        rotated = await service.refresh(pair.refresh_token, role_of=role_of)
+        assert claims_of(service, rotated).role == "admin"
+        assert reuses == []
+        with pytest.raises(InvalidToken, match=r"^refresh token reused: session revoked$"):
+            await service.refresh(pair.refresh_token)
+        assert reuses == [None]
+        with pytest.raises(InvalidToken, match=r"^session revoked$"):
+            await service.refresh(rotated.refresh_token)
+
+        gone = await service.issue("gone", "user")
+        with pytest.raises(InvalidToken, match=r"^user no longer exists$"):
+            await service.refresh(gone.refresh_token, role_of=role_of)
+        assert await service.is_revoked(claims_of(service, gone))
+
+        unknown = await TokenService(SETTINGS, MemoryTokenStore(), None, "t:").issue("7", "user")
+        with pytest.raises(InvalidToken, match=r"^unknown refresh token$"):
+            await service.refresh(unknown.refresh_token)
+
+        # A session began at the instant of the mark is not before it: it goes on.
+        at = datetime.fromtimestamp(int(time.time()) - 10, UTC)
+        await store.end_sessions("8", at)
+        same = await service.issue("8", "user", auth_time=at.timestamp())
+        assert not await service.is_revoked(claims_of(service, same))
+        same = await service.refresh(same.refresh_token)
+        earlier = await service.issue("8", "user", auth_time=at.timestamp() - 1)
+        with pytest.raises(InvalidToken, match=r"^session ended by an account change$"):
+            await service.refresh(earlier.refresh_token)
+
+        # A login whose session would end this very second is refused outright.
+        with pytest.raises(InvalidToken, match=r"^session expired: log in again$"):
+            await service.issue("7", "user", auth_time=time.time() - service.session_seconds)
+    finally:
+        await service.aclose()
+
+
+async def test_a_refused_token_names_no_subject_for_the_rate_limiter() -> None:
+    """`subject_of` is what a rate limiter keys on: a token this process refused names
+    nobody (its sender spends their address budget), for as many tokens as the bound."""
+    service = TokenService(SETTINGS, MemoryTokenStore(), None, "t:", verified_tokens=2)
+    try:
+        pairs = [await service.issue(str(n), "user") for n in range(3)]
+        for pair in pairs:
+            await service.logout(claims_of(service, pair), None)
+        fresh = [scope_of(pair.access_token) for pair in pairs]
+        # logout remembered them all, the bound only the latest two.
+        assert [service.subject_of(scope) for scope in fresh] == ["0", None, None]
+        assert await service.is_revoked(claims_of(service, pairs[0]))
+        assert service.subject_of(scope_of(pairs[0].access_token)) is None
+
+        # Decoded once per request and kept in the scope, where the limiter finds it.
+        fine = await service.issue("5", "user")
+        scope = scope_of(fine.access_token)
+        claims = service.claims_from_scope(scope)
+        assert claims is not None
+        assert scope["state"]["access_claims"] is claims
+        scope["headers"] = []
+        assert service.claims_from_scope(scope) is claims
+        assert service.subject_of(scope) == "5"
+    finally:
+        await service.aclose()

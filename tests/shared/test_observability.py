@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import io
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.observability import (
     JsonFormatter,
@@ -153,3 +158,164 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ACCESS_LOG", "false")
     settings = ObservabilitySettings()
     assert (settings.log_level, settings.access_log) == ("DEBUG", False)
+
+
+# At the ASGI level: what the app gets, what goes out, what is logged --------------
+
+
+class Inner:
+    """Reads the request, then answers without headers, fails, or is cancelled."""
+
+    def __init__(self) -> None:
+        self.scopes: list[Scope] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scopes.append(scope)
+        message = await receive()
+        if scope["type"] != "http":
+            await send({"type": "echo", "got": message})
+            return
+        if scope["path"] == "/cancelled":
+            raise asyncio.CancelledError
+        if scope["path"] != "/boom":
+            await send({"type": "http.response.start", "status": 201})
+        if scope["path"].startswith("/boom"):
+            raise RuntimeError("secret internals")
+        await send({"type": "http.response.body", "body": message["body"]})
+
+
+async def call(app: ASGIApp, kind: str, path: str = "/", **extra: Any) -> list[Message]:
+    scope: Scope = {"type": kind, "method": "GET", "path": path, "headers": [], **extra}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"ping", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_the_middleware_at_the_asgi_level(caplog: pytest.LogCaptureFixture) -> None:
+    inner = Inner()
+    app = RequestContextMiddleware(inner)  # logs to "shared.access"
+    caplog.set_level(logging.INFO, logger="shared.access")
+    ok = {"type": "echo", "got": {"type": "http.request", "body": b"ping", "more_body": False}}
+    for kind in ["websocket", "lifespan"]:
+        assert await call(app, kind) == [ok]  # passed through, untouched
+    assert [s["type"] for s in inner.scopes] == ["websocket", "lifespan"]
+    assert "state" not in inner.scopes[0]
+
+    shared = {"db": "pool"}
+    before = time.perf_counter()
+    sent = await call(app, "http", "/items", state=shared)
+    took_ms = (time.perf_counter() - before) * 1000
+    assert shared == {"db": "pool"}  # the lifespan state is copied, never changed
+    request_id = inner.scopes[-1]["state"]["request_id"]
+    assert inner.scopes[-1]["state"] == {"db": "pool", "request_id": request_id}
+    assert sent[0]["status"] == 201
+    [(id_name, id_value), (time_name, process_time)] = sent[0]["headers"]
+    assert (id_name, id_value, time_name) == (
+        b"x-request-id",
+        request_id.encode(),
+        b"x-process-time",
+    )
+    assert sent[1]["body"] == b"ping"
+    [access] = [r for r in caplog.records if r.name == "shared.access"]
+    fields = access.fields  # type: ignore[attr-defined]
+    assert access.request_id == request_id  # type: ignore[attr-defined]
+    assert re.fullmatch(rf"GET /items 201 \d+\.\d\dms {request_id}", access.getMessage())
+    duration = fields["duration_ms"]
+    assert duration == round(duration, 2)
+    # Measured from the same start: the header first, the log line when done.
+    assert float(process_time) <= duration <= took_ms + 0.01
+
+    # A failure before the response: a 500 in ASGI form, the error logged with its path.
+    caplog.clear()
+    [start, body] = await call(app, "http", "/boom")
+    problem = body["body"]
+    assert start["status"] == 500
+    assert start["headers"][:2] == [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(problem)).encode()),
+    ]
+    assert json.loads(problem)["status"] == 500
+    [error, access] = caplog.records
+    assert (error.getMessage(), error.fields) == ("unhandled error", {"path": "/boom"})  # type: ignore[attr-defined]
+    assert access.fields["status"] == 500  # type: ignore[attr-defined]
+
+    # A failure after the response started goes on up: no second start.
+    caplog.clear()
+    sent = []
+    with pytest.raises(RuntimeError):
+        await app(
+            {"type": "http", "method": "GET", "path": "/boom-late", "headers": []},
+            _request,
+            _append_to(sent),
+        )
+    assert [m["type"] for m in sent] == ["http.response.start"]
+    assert caplog.records[-1].fields["status"] == 201  # type: ignore[attr-defined]
+
+    # A request cancelled before any answer (the client went away) is logged as a 500.
+    caplog.clear()
+    with pytest.raises(asyncio.CancelledError):
+        await call(app, "http", "/cancelled")
+    assert caplog.records[-1].fields["status"] == 500  # type: ignore[attr-defined]
+
+
+async def _request() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _append_to(sent: list[Message]) -> Send:
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    return send
+
+
+async def test_a_log_line_formatted_later_keeps_its_request_id_and_fields() -> None:
+    """A handler may format a record after the request is over (a queue, another thread)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test.access.later")
+    logger.addHandler(keep := Keep())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        await call(RequestContextMiddleware(Inner(), logger=logger), "http", "/items")
+    finally:
+        logger.removeHandler(keep)
+    [record] = records
+    entry = json.loads(JsonFormatter().format(record))
+    assert current_request_id() is None
+    assert re.fullmatch(r"[0-9a-f]{32}", entry["request_id"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", entry["time"])
+    assert (entry["logger"], entry["level"], entry["path"]) == (
+        "test.access.later",
+        "INFO",
+        "/items",
+    )
+    odd = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    odd.fields = {"when": datetime.date(2024, 1, 2)}
+    assert json.loads(JsonFormatter().format(odd))["when"] == "2024-01-02"
+
+
+def test_configure_logging_defaults_to_info() -> None:
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    try:
+        root.setLevel(logging.DEBUG)
+        configure_logging()
+        assert root.level == logging.INFO
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before[0]:
+                root.removeHandler(handler)
+        root.setLevel(before[1])

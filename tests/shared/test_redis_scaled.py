@@ -13,14 +13,24 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from shared.auth import AuthSettings, MemoryTokenStore, TokenService
 from shared.cache.entries import VersionedEntries
 from shared.redis import (
+    PEEK_STATE,
     RedisSettings,
+    RedisTarget,
     RedisWatch,
+    SentinelRedis,
     create_redis,
     hash_tag,
+    is_cluster,
+    keep_peeked,
     key_slot,
     parse_redis_url,
+    peeked,
+    redis_ready,
+    redis_watch,
+    same_slot,
+    server_run_id,
 )
-from tests.servers import ROOT, RedisClusterServers
+from tests.servers import ROOT, RedisClusterServers, RedisSentinelGroup, RedisServer
 from tests.waiting import wait_until
 
 # REDIS_URL forms ------------------------------------------------------------------------
@@ -195,3 +205,208 @@ async def test_a_cluster_node_restarted_empty_gets_its_revocations_back(
     finally:
         await tokens.aclose()
         await client.aclose()
+
+
+# Every part of a REDIS_URL lands where it belongs ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("unix:///tmp/redis.sock", RedisTarget("single", "unix:///tmp/redis.sock")),
+        ("rediss://h:6380/1", RedisTarget("single", "rediss://h:6380/1")),
+        (
+            "redis+cluster://10.0.0.1:7000,,[::1]:7001,nodeX:7002/",
+            RedisTarget("cluster", "", (("10.0.0.1", 7000), ("::1", 7001), ("nodeX", 7002))),
+        ),
+        (
+            "rediss+sentinel://ops:s%3Acret@s1:26379,s2:65535/my%20svc/5/",
+            RedisTarget(
+                "sentinel",
+                "",
+                (("s1", 26379), ("s2", 65535)),
+                service="my svc",
+                db=5,
+                username="ops",
+                password="s:cret",
+                ssl=True,
+            ),
+        ),
+        (
+            "redis+sentinel://:pw-only@s1:26379/svc",
+            RedisTarget("sentinel", "", (("s1", 26379),), service="svc", password="pw-only"),
+        ),
+    ],
+)
+def test_each_part_of_a_url_is_read_into_the_target(url: str, expected: RedisTarget) -> None:
+    target = parse_redis_url(url)
+    assert target == RedisTarget(
+        expected.mode,
+        url,
+        expected.nodes,
+        service=expected.service,
+        db=expected.db,
+        username=expected.username,
+        password=expected.password,
+        ssl=expected.ssl,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("unix+cluster:///tmp/s", "unix+cluster:// needs host:port addresses, not a socket path"),
+        ("redis+cluster://h:0", "'redis+cluster://h:0/': 'h:0' is not host:port"),
+        ("redis+cluster://h:65536", "'redis+cluster://h:65536/': 'h:65536' is not host:port"),
+        ("redis+cluster://:7000", "'redis+cluster://:7000/': ':7000' is not host:port"),
+        ("redis+cluster://u:p@/", "'redis+cluster:///' names no host:port"),
+        (
+            "redis+cluster://h:1/0",
+            "'redis+cluster://h:1/0': a cluster has only database 0, so no path after the hosts",
+        ),
+        (
+            "redis+sentinel://s:1/a/1/2",
+            "'redis+sentinel://s:1/a/1/2': expected redis+sentinel://host:port,.../service[/db]",
+        ),
+        (
+            "redis+sentinel://s:1/",
+            "'redis+sentinel://s:1/': expected redis+sentinel://host:port,.../service[/db]",
+        ),
+        (
+            "redis+sentinel://s:1/svc/x",
+            "'redis+sentinel://s:1/svc/x': expected redis+sentinel://host:port,.../service[/db]",
+        ),
+        ("redis:/h", "REDIS_URL is not a URL: expected redis://, redis+cluster:// ..."),
+        (
+            "memcached://h:1",
+            "unknown Redis URL scheme 'memcached': use redis://, rediss://, unix://,"
+            " redis+cluster:// or redis+sentinel://",
+        ),
+    ],
+)
+def test_a_wrong_url_is_refused_with_a_message_naming_the_fault(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as refused:
+        parse_redis_url(url)
+    assert str(refused.value) == message
+
+
+# Hash tags and slots ---------------------------------------------------------------------
+
+
+def test_keys_of_one_tag_share_a_slot_and_keys_of_two_tags_do_not() -> None:
+    assert hash_tag("user:42") == "{user:42}"
+    one, two = f"rl:{hash_tag('user:42')}:a", f"cache:{hash_tag('user:42')}:b"
+    other = f"rl:{hash_tag('user:43')}:a"
+    assert key_slot(one.encode()) != key_slot(other.encode())
+    assert same_slot([one, two])
+    assert not same_slot([one, two, other])
+    assert same_slot([one])
+    assert same_slot([])
+
+
+# Values read on another module's round trip ----------------------------------------------
+
+
+def test_peeked_values_reach_the_reader_beside_the_request_state() -> None:
+    scope: dict[str, object] = {"type": "http", "state": {"user": "kept"}}
+    assert peeked(scope) is None  # nothing was read for it: the reader reads itself
+    assert peeked(None) is None
+    assert peeked({"type": "http"}) is None  # no request state at all
+    keep_peeked(scope, ["deny:1", "valid:2"], [b"1", None])
+    assert peeked(scope) == {"deny:1": b"1", "valid:2": None}
+    assert scope["state"] == {"user": "kept", PEEK_STATE: {"deny:1": b"1", "valid:2": None}}
+    fresh: dict[str, object] = {"type": "http"}
+    keep_peeked(fresh, ["k"], [b"v"])
+    assert peeked(fresh) == {"k": b"v"}
+    with pytest.raises(ValueError, match="zip"):
+        keep_peeked(fresh, ["a", "b"], [b"only one"])
+
+
+# A real cluster and a real Sentinel group ------------------------------------------------
+
+
+async def test_a_cluster_url_gives_a_working_cluster_client_that_watches_every_node(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    settings = RedisSettings(url=redis_cluster.url, socket_timeout=0.75, connect_timeout=0.5)
+    client = create_redis(settings)
+    try:
+        assert isinstance(client, RedisCluster)
+        assert is_cluster(client)
+        assert await redis_ready(client)
+        kwargs = client.nodes_manager.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.75, 0.5)
+        assert client.nodes_manager.startup_nodes  # the seed nodes, with their ports
+        assert {n.port for n in client.nodes_manager.startup_nodes.values()} >= {
+            port for _, port in parse_redis_url(redis_cluster.url).nodes
+        }
+        watch = redis_watch(client)
+        assert watch is not None
+        assert watch.per_address
+        assert not watch.settled
+        primaries = client.get_primaries()
+        # One PING to each primary: the watch sees every one of them.
+        await client.ping(target_nodes=RedisCluster.PRIMARIES)
+        await wait_until(lambda: len(watch.run_ids) >= len(primaries), "every node is seen")
+        assert all(":" in address for address in watch.run_ids)
+        run_id = await server_run_id(client)
+        parts = run_id.decode().split(",")
+        assert len(parts) == len(primaries)
+        assert parts == sorted(parts)
+        assert all(re.fullmatch(r"[0-9a-f]{40}", part) for part in parts)
+        assert await server_run_id(client) == run_id
+    finally:
+        await client.aclose()
+
+
+async def test_a_sentinel_url_gives_the_primarys_client(
+    redis_sentinel: RedisSentinelGroup,
+) -> None:
+    settings = RedisSettings(url=redis_sentinel.url, socket_timeout=0.75, max_connections=7)
+    client = create_redis(settings)
+    try:
+        assert isinstance(client, SentinelRedis)
+        assert not is_cluster(client)
+        assert await redis_ready(client)
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["db"]) == (0.75, 0)
+        assert client.connection_pool.max_connections == 7
+        watch = redis_watch(client)
+        assert watch is not None
+        assert not watch.per_address
+        await client.set("sentinel:probe", b"1", px=5000)
+        assert await client.get("sentinel:probe") == b"1"
+        run_id = await server_run_id(client)
+        assert re.fullmatch(rb"[0-9a-f]{40}", run_id)
+        assert watch.run_id == run_id  # the watch saw the server the client talks to
+        assert client.sentinels is not None
+        sentinels = client.sentinels.sentinels
+    finally:
+        await client.aclose()
+    # Closing the client also closes its connections to the Sentinels.
+    for sentinel in sentinels:
+        pool = sentinel.connection_pool
+        assert not any(c.is_connected for c in pool._available_connections)
+
+
+async def test_a_user_barred_from_info_still_gets_a_working_client(
+    private_redis: RedisServer,
+) -> None:
+    admin = create_redis(RedisSettings(url=private_redis.url))
+    await admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", "-info")
+    url = f"redis://app:pw@127.0.0.1:{private_redis.port}/0"
+    client = create_redis(RedisSettings(url=url))
+    try:
+        assert redis_watch(None) is None
+        assert await redis_ready(client)
+        await client.set("k", b"v")
+        assert await client.get("k") == b"v"
+        # No restart detection for it, but no error either.
+        assert await server_run_id(client) == b"unknown"
+        watch = redis_watch(client)
+        assert watch is not None
+        assert watch.run_id is None
+        assert re.fullmatch(rb"[0-9a-f]{40}", await server_run_id(admin))
+    finally:
+        await client.aclose()
+        await admin.aclose()

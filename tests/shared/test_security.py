@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import load_or_create_secret
 from shared.identity import hidden_characters, normalize_email
@@ -175,3 +176,98 @@ def test_a_file_without_a_usable_secret_is_refused(tmp_path: Path) -> None:
     path.write_text("short\n")
     with pytest.raises(ValueError, match="delete it"):
         load_or_create_secret(path)
+
+
+# The middlewares at the ASGI level: what reaches the app, what goes out -----------
+
+
+class Inner:
+    """An ASGI app that reads the request body and echoes it, noting each scope it got."""
+
+    def __init__(self) -> None:
+        self.scopes: list[Scope] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scopes.append(scope)
+        message = await receive()
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200})  # no headers at all
+            await send({"type": "http.response.body", "body": message["body"]})
+        else:
+            await send({"type": "echo", "got": message})
+
+
+async def call(app: ASGIApp, kind: str, headers: list[tuple[bytes, bytes]]) -> list[Message]:
+    scope: Scope = {"type": kind, "headers": headers, "path": "/"}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"ping", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def start(sent: list[Message]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return sent[0]["status"], sent[0].get("headers", []), sent[1]["body"]
+
+
+async def test_an_untrusted_host_gets_a_rendered_400_and_a_websocket_is_closed() -> None:
+    rendered: list[tuple[int, str, str]] = []
+
+    def render(status: int, detail: str, scope: Scope) -> tuple[bytes, bytes]:
+        rendered.append((status, detail, scope["path"]))
+        return b"text/plain", b"bad host"
+
+    inner = Inner()
+    app = TrustedHostMiddleware(
+        inner, allowed_hosts=["api.example.com", "*.example.org", "  "], render_error=render
+    )
+    refused = [b"evil.com", b"example.org", b"evilexample.org"]
+    for host in refused:
+        assert start(await call(app, "http", [(b"host", host)])) == (
+            400,
+            [(b"content-type", b"text/plain"), (b"content-length", b"8")],
+            b"bad host",
+        ), host
+    assert start(await call(app, "http", [])) == (  # no Host at all
+        400,
+        [(b"content-type", b"text/plain"), (b"content-length", b"8")],
+        b"bad host",
+    )
+    assert rendered == [(400, "Invalid host header", "/")] * (len(refused) + 1)
+    assert await call(app, "websocket", [(b"host", b"evil.com")]) == [
+        {"type": "websocket.close", "code": 1008}
+    ]
+    assert inner.scopes == []
+    # Trusted hosts, and what is no request at all, reach the app with its receive.
+    for host in [b"API.example.com:8443", b"a.example.org", b"a.example.org"]:
+        assert start(await call(app, "http", [(b"host", host)]))[::2] == (200, b"ping")
+    ok = {"type": "echo", "got": {"type": "http.request", "body": b"ping", "more_body": False}}
+    assert await call(app, "websocket", [(b"host", b"api.example.com")]) == [ok]
+    assert await call(app, "lifespan", []) == [ok]
+    assert [s["type"] for s in inner.scopes] == ["http"] * 3 + ["websocket", "lifespan"]
+
+
+async def test_the_security_headers_are_added_in_asgi_form_and_other_scopes_pass() -> None:
+    inner = Inner()
+    app = SecurityHeadersMiddleware(inner)
+    signed_in = [(b"authorization", b"Bearer t")]
+    assert start(await call(app, "http", signed_in)) == (
+        200,
+        [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"private")],
+        b"ping",
+    )
+    assert start(await call(app, "http", [])) == (
+        200,
+        [(b"x-content-type-options", b"nosniff")],
+        b"ping",
+    )
+    ok = {"type": "echo", "got": {"type": "http.request", "body": b"ping", "more_body": False}}
+    for kind in ["websocket", "lifespan"]:
+        assert await call(app, kind, signed_in) == [ok]  # untouched
+    assert [s["type"] for s in inner.scopes] == ["http", "http", "websocket", "lifespan"]
+    assert inner.scopes[-1]["headers"] == signed_in

@@ -9,9 +9,12 @@ every entry of an earlier run unreachable (its users start again from id 1).
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 import redis
+from starlette.types import Receive, Scope, Send
 
 from tests.clients import Account, Api, client_for, running, serve
 from tests.servers import RedisServer
@@ -184,3 +187,129 @@ async def test_an_app_that_starts_never_serves_an_earlier_runs_entries(
         assert me.json()["name"] == "Second run"
         r = await cached_answer(client, "/users", second_run)
         assert [u["name"] for u in r.json()] == ["Second run"]
+
+
+# The cache's version key, and a Redis that refuses writes ------------------------------
+
+
+async def test_a_read_renews_the_versions_ttl_to_a_day_past_the_entries(
+    make_app: AppFactory, redis_url: str, redis_prefix: str
+) -> None:
+    """The version must outlive every entry that names it: should it expire and count
+    again from 1, an old entry of "1" would be served as current."""
+    ttl = 30
+    version_ttl_ms = (ttl + 24 * 3600) * 1000
+    key = f"{redis_prefix}cache:version"
+    server = redis.Redis.from_url(redis_url)
+    try:
+        async with serve(make_app(cache_ttl_seconds=ttl)) as client:
+            me = await Api(client, password=PASSWORD).sign_up("Reader")
+            assert version_ttl_ms - 60_000 < server.pttl(key) <= version_ttl_ms
+            server.pexpire(key, 5_000)  # as if a day passed without a write
+            r = await client.get(f"/users/{me.id}", headers=me.headers)
+            assert r.status_code == 200, r.text
+            assert version_ttl_ms - 60_000 < server.pttl(key) <= version_ttl_ms
+    finally:
+        server.close()
+
+
+async def test_a_redis_that_refuses_writes_still_serves_reads_uncached(
+    make_app: AppFactory, private_redis: RedisServer
+) -> None:
+    """Out of memory, Redis answers GETs but refuses SETs: the store answers (MISS),
+    and caching starts again once Redis takes writes."""
+    app = make_app(redis_url=private_redis.url, redis_prefix="w8:")
+    server = redis.Redis.from_url(private_redis.url)
+    try:
+        async with serve(app) as client:
+            users = Api(client, password=PASSWORD)
+            me = await users.sign_up("Full")
+            url = f"/users/{me.id}"
+            server.config_set("maxmemory-policy", "noeviction")
+            server.config_set("maxmemory", 1)  # every write is refused from now on
+            for _ in range(2):
+                r = await client.get(url, headers=me.headers)
+                assert r.status_code == 200, r.text
+                assert (r.headers["x-cache"], r.json()["name"]) == ("MISS", "Full")
+            server.config_set("maxmemory", 0)
+            r = await cached_answer(client, url, me, until_hit=True)
+            assert r.json()["name"] == "Full"
+    finally:
+        server.close()
+
+
+# Rate limits: budgets, windows, schemes and peers ---------------------------------------
+
+
+def budget(r: httpx.Response) -> tuple[str, int, int]:
+    """`RateLimit`'s policy, requests left and whole seconds to the reset."""
+    match = re.fullmatch(r'"(\w+)";r=(\d+);t=(\d+)', r.headers["ratelimit"])
+    assert match, r.headers
+    return match[1], int(match[2]), int(match[3])
+
+
+async def test_each_policy_counts_its_own_requests_in_its_own_window(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(rate_limit="5/hour", login_rate_limit="2/minute")
+    async with serve(app) as client:
+        reads = [await client.get("/hello") for _ in range(3)]
+        login = await client.post(
+            "/auth/token", data={"username": "x@example.com", "password": WRONG}
+        )
+        after = await client.get("/hello")
+
+    # A new window is the whole period: an hour is 3600 s, not a second less.
+    assert budget(reads[0]) == ("default", 4, 3600)
+    assert [budget(r)[1] for r in reads] == [4, 3, 2]
+    # Three reads spent nothing of the login budget, and the login nothing of theirs.
+    assert login.status_code == 401, login.text
+    assert budget(login)[:2] == ("login", 1)
+    assert 1 <= budget(login)[2] <= 60
+    assert budget(after)[:2] == ("default", 1)
+
+
+async def test_a_token_under_another_scheme_spends_the_addresses_budget(
+    make_app: AppFactory,
+) -> None:
+    """Only `Bearer` names the user; `Authorization: Token <the same JWT>` is no sign-in."""
+    app = make_app(rate_limit="3/minute")
+    async with running(app) as started:
+        async with client_for(started, client=("198.51.100.1", 50000)) as elsewhere:
+            me = await Api(elsewhere, password=PASSWORD).sign_up("Schemes")
+        async with client_for(started, client=("203.0.113.9", 50000)) as client:
+            other_scheme = await client.get(
+                "/hello", headers={"Authorization": f"Token {me.access_token}"}
+            )
+            as_bearer = await client.get("/hello", headers=me.headers)
+            anonymous = await client.get("/hello")
+    assert [budget(r)[1] for r in (other_scheme, as_bearer, anonymous)] == [2, 2, 1]
+
+
+async def test_requests_with_no_peer_address_share_one_budget(make_app: AppFactory) -> None:
+    """Behind a Unix socket the server reports no client address: limited all the same."""
+    app = make_app(rate_limit="2/minute")
+    async with running(app) as started:
+
+        async def no_peer(scope: Scope, receive: Receive, send: Send) -> None:
+            await started({**scope, "client": None}, receive, send)
+
+        async with client_for(no_peer) as client:
+            answers = [await client.get("/hello") for _ in range(3)]
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    assert [budget(r)[1] for r in answers] == [1, 0, 0]
+
+
+async def test_the_openapi_schema_documents_the_ratelimit_headers_of_every_limited_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    limited = {"RateLimit-Policy", "RateLimit"}
+    for path, method in [("/hello", "get"), ("/auth/token", "post"), ("/users/{user_id}", "patch")]:
+        responses = paths[path][method]["responses"]
+        for status, response in responses.items():
+            assert limited <= set(response.get("headers", {})), (path, method, status)
+        # The 429 keeps the header of its own, next to the two added to every answer.
+        assert {"Retry-After", *limited} <= set(responses["429"]["headers"])
+    for response in paths["/health"]["get"]["responses"].values():
+        assert not limited & set(response.get("headers", {}))

@@ -75,6 +75,6 @@ class ResponseCache:
         except RedisError as exc:
             logger.warning(
                 "Redis unreachable (%s): cached users may be out of date for up to %d s",
-                exc,
+                exc,  # pragma: no mutate (log wording)
                 self._ttl,
             )
