@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from typing import TypeVar
 
 import pytest
 
@@ -40,6 +42,8 @@ from tests.servers import (
 from tests.servers import (
     private_redis_sentinel as start_private_redis_sentinel,
 )
+
+T = TypeVar("T")
 
 REDIS_MODES = ("single", "cluster", "sentinel")
 
@@ -121,43 +125,41 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
         missing("redis-server")
 
 
+@contextlib.contextmanager
+def started(start: Callable[[], ContextManager[T]], what: str) -> Iterator[T]:
+    """`start()`'s servers; skipped (or, in CI, failed) when their binary is missing."""
+    try:
+        with start() as servers:
+            yield servers
+    except FileNotFoundError as exc:
+        missing(f"{what} ({exc})")
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterServers]:
-    try:
-        with start_private_redis_cluster() as cluster:
-            yield cluster
-    except FileNotFoundError as exc:
-        missing(f"Redis Cluster ({exc})")
+    with started(start_private_redis_cluster, "Redis Cluster") as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def private_redis_cluster() -> Iterator[RedisClusterServers]:
     """A cluster of this test's own, for a test that restarts a node."""
-    try:
-        with start_private_redis_cluster() as cluster:
-            yield cluster
-    except FileNotFoundError as exc:
-        missing(f"Redis Cluster ({exc})")
+    with started(start_private_redis_cluster, "Redis Cluster") as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[RedisSentinelGroup]:
     """The session's sentinel group: tests must not kill its primary (others share it)."""
-    try:
-        with start_private_redis_sentinel() as group:
-            yield group
-    except FileNotFoundError as exc:
-        missing(f"Redis Sentinel ({exc})")
+    with started(start_private_redis_sentinel, "Redis Sentinel") as group:
+        yield group
 
 
 @pytest.fixture
 def private_redis_sentinel() -> Iterator[RedisSentinelGroup]:
     """A sentinel group of this test's own, for a test that kills its primary."""
-    try:
-        with start_private_redis_sentinel() as group:
-            yield group
-    except FileNotFoundError as exc:
-        missing(f"Redis Sentinel ({exc})")
+    with started(start_private_redis_sentinel, "Redis Sentinel") as group:
+        yield group
 
 
 @pytest.fixture
