@@ -89,11 +89,14 @@ $(addprefix grade-,$(WEEKS)): grade-%: install
 # The tests that talk to Redis, run again on a 3-primary Redis Cluster and behind
 # Sentinel (private servers the test setup starts); `make test-redis-modes` runs all.
 SCALED_TESTS := tests/shared tests/final_project/test_workers.py
+# pytest-xdist: one test process per core (at most 4), each given whole files, so a
+# file's servers start once. Each process starts its own private Redis when it needs one.
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile
 
 test: install ## run every test, then the Redis ones on a cluster and behind Sentinel
-	$(BIN)/pytest
-	$(BIN)/pytest -q $(SCALED_TESTS) --redis-mode cluster
-	$(BIN)/pytest -q $(SCALED_TESTS) --redis-mode sentinel
+	$(BIN)/pytest $(PARALLEL)
+	$(BIN)/pytest -q $(PARALLEL) $(SCALED_TESTS) --redis-mode cluster
+	$(BIN)/pytest -q $(PARALLEL) $(SCALED_TESTS) --redis-mode sentinel
 
 test-week5: install ## week 5 tests and the contract suite over week 5
 	$(BIN)/pytest tests/week5_crud tests/contract --app week5
@@ -114,8 +117,8 @@ test-final: install ## final project tests and the contract suite over it
 	$(BIN)/pytest tests/final_project tests/contract --app final
 
 test-redis-modes: install ## shared and final project tests against a Redis Cluster, then Sentinel
-	$(BIN)/pytest tests/shared tests/final_project --redis-mode cluster
-	$(BIN)/pytest tests/shared tests/final_project --redis-mode sentinel
+	$(BIN)/pytest $(PARALLEL) tests/shared tests/final_project --redis-mode cluster
+	$(BIN)/pytest $(PARALLEL) tests/shared tests/final_project --redis-mode sentinel
 
 check: install ## lint, format check and type check
 	$(BIN)/ruff check .

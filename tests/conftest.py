@@ -84,7 +84,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In cluster or sentinel mode, keep only the tests that talk to the chosen Redis."""
+    """The files that start servers first; in cluster or sentinel mode, keep only the
+    tests that talk to the chosen Redis."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    # `make test` hands whole files to two processes (pytest-xdist), in this order: the
+    # long ones first, so that no process is left running one alone at the end. The sort
+    # is stable, so the tests of a file keep their order.
+    items.sort(key=lambda item: item.path not in slow_files)
     if redis_mode(config) == "single":
         return
     selected: list[pytest.Item] = []

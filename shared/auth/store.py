@@ -49,8 +49,8 @@ class TokenStore(Protocol):
 
 @dataclass
 class _Refresh:
-    family: str
-    user_id: str
+    # The family and the user are not kept: the memory store revokes by family and by
+    # user with marks of its own, never by looking up a token's.
     expires_at: datetime
     used: bool = False
 
@@ -83,7 +83,8 @@ class MemoryTokenStore:
 
     async def add_refresh(self, jti: str, family: str, user_id: str, expires_at: datetime) -> None:
         self._forget_expired()
-        self._refresh[jti] = _Refresh(family=family, user_id=user_id, expires_at=expires_at)
+        # setdefault: like the SQL store, a token already spent is never made fresh again.
+        self._refresh.setdefault(jti, _Refresh(expires_at=expires_at))
 
     async def use_refresh(self, jti: str) -> Literal["ok", "reused", "unknown"]:
         entry = self._refresh.get(jti)

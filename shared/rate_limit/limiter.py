@@ -148,7 +148,8 @@ class RateLimiter:
         tag = hash_tag(identity)
         keys = [f"{self.prefix}rl:{tag}:{p.name}" for p in policies]
         peek = tuple(peek)
-        if self._cluster and peek and not same_slot([*keys[:1], *peek]):
+        # Not mutated: keys[:2] or keys[:] would be the same, one identity's keys share a slot.
+        if self._cluster and peek and not same_slot([*keys[:1], *peek]):  # pragma: no mutate
             peek = ()  # the reader reads them itself: a script can't reach another slot
         redis = self.redis
         if redis is not None and self._circuit.allows():
@@ -175,8 +176,8 @@ class RateLimiter:
         groups = list(by_slot.values())
         replies = await asyncio.gather(*(self._run_slot([items[i] for i in g]) for g in groups))
         results: list[list[Any]] = [[] for _ in items]
-        for group, reply in zip(groups, replies, strict=True):
-            for i, result in zip(group, reply, strict=True):
+        for group, reply in zip(groups, replies, strict=True):  # pragma: no mutate (same length)
+            for i, result in zip(group, reply, strict=True):  # pragma: no mutate (same length)
                 results[i] = result
         return results
 
@@ -187,10 +188,10 @@ class RateLimiter:
         keys: list[str] = []
         args: list[int | float] = [len(items)]
         for policy_keys, policies, peek in items:
-            per_policy = self._args.get(policies)
+            per_policy = self._args.get(policies)  # pragma: no mutate (a memo: only speed)
             if per_policy is None:
                 per_policy = [n for p in policies for n in policy_micros(p)]
-                self._args[policies] = per_policy
+                self._args[policies] = per_policy  # pragma: no mutate (a memo: only speed)
             args += (len(policies), len(peek), *per_policy)
             keys += policy_keys
             keys += peek

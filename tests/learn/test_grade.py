@@ -10,7 +10,9 @@ from tests.learn.conftest import break_code, copy_of_reference, grade
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("week", ["week5", "week6", "week7", "week8", "final"])
+# Weeks 5, 7 and 8 are graded whole below, with one bug planted: every other day passing
+# there is this proof for them. Each grade runs a week's contract suite once more.
+@pytest.mark.parametrize("week", ["week6", "final"])
 def test_the_reference_app_in_a_workspace_grades_full_marks(
     week: str, workspaces: Path, request: pytest.FixtureRequest
 ) -> None:

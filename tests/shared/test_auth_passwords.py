@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -199,3 +200,152 @@ def test_hashing_leaves_one_core_to_the_event_loop(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert hashing_slots() == slots
     assert AuthSettings(jwt_secret="k" * 32).max_concurrent_hashes == slots
+
+
+def test_without_affinity_the_cpu_count_decides_and_an_unknown_count_is_one_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # macOS and Windows have no sched_getaffinity: os.cpu_count() says how many cores.
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert hashing_slots() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # "undetermined"
+    assert hashing_slots() == 1
+
+
+async def test_explicit_parameters_win_over_the_settings() -> None:
+    settings = AuthSettings(
+        jwt_secret="k" * 32, argon2_memory_cost=128, argon2_time_cost=2, argon2_parallelism=3
+    )
+    hasher = PasswordHasher(settings)
+    explicit = PasswordHasher(settings, time_cost=1, memory_cost=256, parallelism=2)
+    try:
+        assert "$m=128,t=2,p=3$" in await hasher.hash("pw")
+        assert "$m=256,t=1,p=2$" in await explicit.hash("pw")
+    finally:
+        hasher.close()
+        explicit.close()
+
+
+async def test_without_settings_eight_hashes_may_wait_for_a_thread() -> None:
+    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1, max_concurrent=1)
+    try:
+        # All twelve arrive in one loop iteration: one hashes, eight wait, three are refused.
+        results = await asyncio.gather(
+            *(hasher.hash(f"password {n}") for n in range(12)), return_exceptions=True
+        )
+        assert sum(isinstance(r, str) for r in results) == 9, results
+        assert sum(isinstance(r, HashingBusy) for r in results) == 3, results
+    finally:
+        hasher.close()
+
+
+async def test_close_returns_at_once_and_a_hash_under_way_still_finishes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hasher = cheap(max_concurrent=1)
+    counting = CountingHash(monkeypatch)
+    counting.release.clear()
+    hashing = asyncio.create_task(hasher.hash("pw"))
+    await wait_until(lambda: counting.started.acquire(blocking=False), "the hash started")
+    # close() runs on the event loop (an app's shutdown): had it waited for the held
+    # hash, it would have returned only once the hold timed out.
+    hasher.close()
+    assert counting.released == []
+    counting.release.set()
+    assert (await hashing).startswith("$argon2id$")
+    assert counting.released == [True]
+
+
+async def test_a_hash_whose_caller_went_away_still_holds_its_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cancelled caller gives its slot back while its hash runs on in its thread: the
+    pool's size then keeps the next hash from starting beside it (memory stays bounded),
+    and the threads are named argon2_N, so a thread dump tells what they are."""
+    before = set(threading.enumerate())
+    hasher = cheap(max_concurrent=1)
+    counting = CountingHash(monkeypatch)
+    counting.release.clear()
+    loop = asyncio.get_running_loop()
+    handed_over = 0
+    run_in_executor = loop.run_in_executor
+
+    def counted(executor: Any, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        nonlocal handed_over
+        handed_over += 1
+        return run_in_executor(executor, function, *args)
+
+    monkeypatch.setattr(loop, "run_in_executor", counted)
+    try:
+        abandoned = asyncio.create_task(hasher.hash("first"))
+        await wait_until(lambda: counting.started.acquire(blocking=False), "the hash started")
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        second = asyncio.create_task(hasher.hash("second"))
+        await wait_until(lambda: handed_over == 2, "the second hash reaches the pool")
+        hashing = [t for t in threading.enumerate() if t not in before]
+        assert [t.name.startswith("argon2_") for t in hashing] == [True]
+        counting.release.set()
+        assert (await second).startswith("$argon2id$")
+        assert counting.most == 1
+    finally:
+        counting.release.set()
+        hasher.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux")
+@pytest.mark.parametrize(
+    ("options", "nice"),
+    [
+        pytest.param({}, 10, id="default"),
+        pytest.param({"nice": 3}, 3, id="explicit"),
+        pytest.param(
+            {"settings": AuthSettings(jwt_secret="k" * 32, argon2_nice=5)}, 5, id="settings"
+        ),
+    ],
+)
+async def test_hashing_threads_ask_for_the_configured_niceness(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], nice: int
+) -> None:
+    # What the thread asks for, not what it gets: in a process already niced (as under
+    # `nice make mutate`) the kernel caps both 10 and 11 above it at 19.
+    asked: list[tuple[int, int]] = []
+    setpriority = os.setpriority
+
+    def noting(which: int, who: int, priority: int) -> None:
+        asked.append((who, priority - os.getpriority(which, who)))
+        setpriority(which, who, priority)
+
+    monkeypatch.setattr(os, "setpriority", noting)
+    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1, **options)
+    try:
+        await hasher.hash("pw")
+        [(thread, more)] = asked
+        assert more == nice
+        assert thread != threading.get_native_id()  # the hashing thread, not the loop's
+    finally:
+        hasher.close()
+
+
+@pytest.mark.parametrize("failure", ["unsupported", "refused"])
+async def test_hashing_works_where_thread_niceness_cannot_be_changed(
+    monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    # No os.getpriority (Windows), or a sandbox that refuses setpriority: the hashes
+    # still run, only at the event loop's priority.
+    if failure == "unsupported":
+        monkeypatch.delattr(os, "getpriority", raising=False)
+    else:
+
+        def refuse(*args: int) -> None:
+            raise PermissionError("setpriority is not allowed here")
+
+        monkeypatch.setattr(os, "setpriority", refuse)
+    hasher = cheap()
+    try:
+        hashed = await hasher.hash("pw")
+        assert await hasher.verify("pw", hashed) == (True, None)
+    finally:
+        hasher.close()

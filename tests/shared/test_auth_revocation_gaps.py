@@ -14,11 +14,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+import shared.auth.store
 from shared.auth import (
     AuthSettings,
     InvalidToken,
@@ -421,6 +423,9 @@ async def test_the_memory_store_forgets_what_expired_and_keeps_the_latest_sessio
         "unknown",
         "unknown",
     ]
+    # Added again, a spent token stays spent, as in the SQL store: a replay stays a replay.
+    await store.add_refresh("live", "fam", "7", now + hour)
+    assert await store.use_refresh("live") == "reused"
     await store.revoke_access("live", now + hour)
     await store.revoke_access("old", now - hour)
     await store.revoke_access("edge", now)
@@ -528,3 +533,58 @@ async def test_a_refused_token_names_no_subject_for_the_rate_limiter() -> None:
         assert service.subject_of(scope) == "5"
     finally:
         await service.aclose()
+
+
+async def test_at_the_instant_it_expires_a_store_entry_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An entry ends at its expiry instant, as a JWT does (expired once now reaches exp):
+    a refresh token is unknown from then on, a revocation no longer listed, and a sweep
+    at that instant drops both."""
+    instant = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = SimpleNamespace(now=lambda tz=None: instant)
+    monkeypatch.setattr(shared.auth.store, "datetime", clock)
+    store = MemoryTokenStore()
+    await store.add_refresh("ends now", "fam", "7", instant)
+    await store.revoke_access("ends now", instant)
+    assert await store.use_refresh("ends now") == "unknown"
+    assert not await store.access_revoked("ends now")
+
+    # 1024 entries (these two and 1022 more) make a sweep due: the next write runs it,
+    # at this same instant.
+    for n in range(1022):
+        await store.revoke_access(f"old {n}", instant - timedelta(hours=1))
+    await store.revoke_access("after the sweep", instant + timedelta(hours=1))
+    # Asked as of an hour earlier, the store shows what it still holds.
+    clock.now = lambda tz=None: instant - timedelta(hours=1)
+    assert await store.revoked_access(datetime(2000, 1, 1, tzinfo=UTC)) == [
+        ("after the sweep", instant + timedelta(hours=1))
+    ]
+    assert await store.use_refresh("ends now") == "unknown"
+
+
+async def held_until_a_sweep(store: MemoryTokenStore) -> tuple[int, int]:
+    """Revoke expired jtis one at a time until a sweep drops them: how many entries the
+    store held just before the sweep, and just after the write that ran it."""
+    expired = datetime.now(UTC) - timedelta(hours=1)
+    everything = datetime(2000, 1, 1, tzinfo=UTC)
+    held = len(await store.revoked_access(everything))
+    for n in range(4096):
+        await store.revoke_access(f"expired {n} {held}", expired)
+        now_held = len(await store.revoked_access(everything))
+        if now_held <= held:
+            return held, now_held
+        held = now_held
+    raise AssertionError(f"no sweep while the store grew to {held} entries")
+
+
+@pytest.mark.parametrize("live", [0, 600])
+async def test_after_a_sweep_the_next_comes_once_the_store_has_doubled(live: int) -> None:
+    """Amortised: a sweep costs one pass over the store, so it waits until the store
+    holds twice what the last sweep kept (at least 1024 entries), never longer."""
+    store = MemoryTokenStore()
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for n in range(live):
+        await store.revoke_access(f"live {n}", later)
+    assert await held_until_a_sweep(store) == (1024, live + 1)
+    assert await held_until_a_sweep(store) == (max(1024, 2 * live), live + 1)

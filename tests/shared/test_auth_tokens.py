@@ -17,9 +17,11 @@ from shared.auth import (
     AuthSettings,
     InvalidToken,
     MemoryTokenStore,
+    TokenCodec,
     TokenPair,
     TokenService,
     TokenStore,
+    bearer_token,
 )
 from shared.auth.denylist import RedisDenylist
 from shared.redis import RedisCircuit, RedisSettings, create_redis
@@ -589,3 +591,171 @@ async def test_an_older_session_mark_landing_last_does_not_move_redis_back(
     assert 0 < await redis.ttl(key) <= 3600
     await denylist.end_sessions("7", datetime.fromtimestamp(3000.5, UTC))
     assert await mark() == 3000.5
+
+
+# What a refused token is told: the reason, for the logs and for whoever debugs a client
+
+
+def codec(**settings: Any) -> TokenCodec:
+    return TokenCodec(AuthSettings(jwt_secret=SECRET, **settings))
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        pytest.param(lambda now: {"exp": now - 1}, "Signature has expired", id="expired"),
+        pytest.param(lambda now: {"typ": "refresh"}, "not an access token", id="refresh-typ"),
+        pytest.param(lambda now: {"sid": 7}, "claim sid must be a string", id="numeric-sid"),
+        pytest.param(
+            lambda now: {"exp": now + 60.5}, "claim exp must be an integer", id="fractional-exp"
+        ),
+        pytest.param(
+            lambda now: {"iat": now + 0.5}, "claim iat must be an integer", id="fractional-iat"
+        ),
+        pytest.param(
+            lambda now: {"auth_time": "yesterday"},
+            "claim auth_time must be a number",
+            id="text-auth-time",
+        ),
+        pytest.param(
+            lambda now: {"auth_time": True}, "claim auth_time must be a number", id="bool-auth-time"
+        ),
+        pytest.param(
+            lambda now: {"iat": now, "exp": now + 901},
+            "token lifetime longer than allowed",
+            id="a-second-too-long",
+        ),
+        pytest.param(
+            lambda now: {"auth_time": now - 14 * 86400},
+            "token outlives its session",
+            id="past-the-session",
+        ),
+        pytest.param(
+            lambda now: {"iat": now, "auth_time": now + 1.5},
+            "token outlives its session",
+            id="login-after-issue",
+        ),
+    ],
+)
+def test_a_refused_access_token_says_why(
+    changes: Callable[[int], dict[str, Any]], reason: str
+) -> None:
+    with pytest.raises(InvalidToken) as refused:
+        codec().decode_access(forge(**changes(int(time.time()))))
+    assert str(refused.value) == reason
+
+
+def test_each_kind_of_token_is_refused_where_the_other_is_expected_by_name() -> None:
+    pair = (forge(typ="access"), forge(typ="refresh"))
+    with pytest.raises(InvalidToken) as refused:
+        codec().decode_refresh(pair[0])
+    assert str(refused.value) == "not a refresh token"
+    with pytest.raises(InvalidToken) as refused:
+        codec().decode_access(pair[1])
+    assert str(refused.value) == "not an access token"
+
+
+def test_a_token_may_live_exactly_as_long_as_its_type_allows() -> None:
+    # A session long enough that only the token's own lifetime decides.
+    tokens = codec(session_max_days=30)
+    now = int(time.time())
+    assert tokens.decode_access(forge(iat=now, exp=now + 15 * 60)).exp == now + 15 * 60
+    fortnight = now + 14 * 86400
+    refresh = forge(typ="refresh", iat=now, exp=fortnight)
+    assert tokens.decode_refresh(refresh).exp == fortnight
+    with pytest.raises(InvalidToken, match=r"^token lifetime longer than allowed$"):
+        tokens.decode_refresh(forge(typ="refresh", iat=now, exp=fortnight + 1))
+    # An access token is held to the access lifetime, not the refresh one.
+    with pytest.raises(InvalidToken, match=r"^token lifetime longer than allowed$"):
+        tokens.decode_access(forge(iat=now, exp=now + 15 * 60 + 1))
+
+
+def test_a_login_read_up_to_a_second_after_the_whole_second_of_issue_is_accepted() -> None:
+    # iat is whole seconds, auth_time a float read before it: truncation leaves up to a
+    # second between them, which is no sign of a forgery.
+    now = int(time.time())
+    claims = codec().decode_access(forge(iat=now, auth_time=now + 1))
+    assert claims.auth_time == now + 1
+    with pytest.raises(InvalidToken, match=r"^token outlives its session$"):
+        codec().decode_access(forge(iat=now, auth_time=now + 1.25))
+
+
+def test_a_remembered_token_expires_at_its_exp_second_with_the_usual_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tokens = codec()
+    token = forge()
+    exp = tokens.decode_access(token).exp  # verified, then remembered
+    monkeypatch.setattr(time, "time", lambda: float(exp))
+    with pytest.raises(InvalidToken) as refused:
+        tokens.decode_access(token)
+    # The same words PyJWT gives a token it is asked to verify after its expiry.
+    assert str(refused.value) == "Signature has expired"
+
+
+def counting_verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens whose signature is checked, in order (a remembered one is not)."""
+    verified: list[str] = []
+    decode = jwt.PyJWT.decode
+
+    def counted(self: jwt.PyJWT, token: str, *args: Any, **kwargs: Any) -> Any:
+        verified.append(token)
+        return decode(self, token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt.PyJWT, "decode", counted)
+    return verified
+
+
+def test_at_most_4096_verified_tokens_are_remembered_the_oldest_leaving_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tokens = codec()
+    verified = counting_verifications(monkeypatch)
+    many = [forge(jti=f"j{n}") for n in range(4097)]
+    for token in many[:4096]:
+        tokens.decode_access(token)
+    tokens.decode_access(many[0])  # remembered: no second check
+    assert len(verified) == 4096
+    tokens.decode_access(many[4096])  # one more: the oldest makes room
+    tokens.decode_access(many[1])
+    tokens.decode_access(many[0])
+    assert verified[4096:] == [many[4096], many[0]]
+
+
+def test_an_expired_token_gives_its_place_among_the_remembered_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tokens = TokenCodec(AuthSettings(jwt_secret=SECRET), verified_tokens=2)
+    verified = counting_verifications(monkeypatch)
+    now = int(time.time())
+    lasting, brief = forge(jti="lasting", exp=now + 600), forge(jti="brief", exp=now + 60)
+    tokens.decode_access(lasting)
+    tokens.decode_access(brief)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 120)
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(brief)  # expired: forgotten
+    monkeypatch.setattr(time, "time", real_time)
+    fresh = forge(jti="fresh")
+    tokens.decode_access(fresh)  # takes the expired one's place ...
+    tokens.decode_access(lasting)  # ... so this one is still remembered
+    assert verified == [lasting, brief, fresh]
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (b"Bearer abc.def.ghi", "abc.def.ghi"),
+        (b"bearer abc.def.ghi", "abc.def.ghi"),
+        (b"Bearer  abc.def.ghi ", "abc.def.ghi"),  # stray spaces around the token
+        (b"Basic dXNlcjpwdw==", None),
+        (b"Bearer ", None),
+        (b"Bearer", None),
+        (b"abc.def.ghi", None),
+    ],
+)
+def test_only_a_bearer_authorization_header_yields_a_token(
+    header: bytes, token: str | None
+) -> None:
+    scope: dict[str, Any] = {"type": "http", "headers": [(b"authorization", header)]}
+    assert bearer_token(scope) == token

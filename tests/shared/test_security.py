@@ -3,6 +3,9 @@ a public API must get right, and one spelling per account."""
 
 from __future__ import annotations
 
+import base64
+import os
+import re
 import stat
 import subprocess
 import sys
@@ -271,3 +274,46 @@ async def test_the_security_headers_are_added_in_asgi_form_and_other_scopes_pass
         assert await call(app, kind, signed_in) == [ok]  # untouched
     assert [s["type"] for s in inner.scopes] == ["http", "http", "websocket", "lifespan"]
     assert inner.scopes[-1]["headers"] == signed_in
+
+
+def test_a_secret_is_48_random_bytes_on_one_line_and_its_folders_are_made(
+    tmp_path: Path,
+) -> None:
+    # The folder may not exist yet, nor its parent (a fresh checkout's data/ folder).
+    path = tmp_path / "var" / "data" / "jwt_secret"
+    secret = load_or_create_secret(path).get_secret_value()
+    # The documented size (384 bits): what an operator copying it to JWT_SECRET gets.
+    assert len(base64.urlsafe_b64decode(secret + "==")) == 48
+    # One line, so `cat` or an editor shows the secret itself and nothing else.
+    assert path.read_text() == secret + "\n"
+
+
+def test_a_worker_that_loses_the_race_uses_the_winners_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker creates the file between this one's check and its link: this one
+    then reads the winner's secret (not its own draft) and leaves no draft behind."""
+    path = tmp_path / "jwt_secret"
+    winner = "w" * 40
+    link = os.link
+
+    def another_worker_first(source: str | Path, target: str | Path) -> None:
+        Path(target).write_text(winner + "\n")
+        link(source, target)  # FileExistsError, as for the slower of two processes
+
+    monkeypatch.setattr(os, "link", another_worker_first)
+    assert load_or_create_secret(path).get_secret_value() == winner
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt_secret"]
+
+
+def test_a_secret_of_exactly_32_bytes_is_enough_and_a_shorter_one_is_named(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jwt_secret"
+    path.write_text("x" * 32 + "\n")  # HS256's 256 bits: the floor, accepted
+    assert load_or_create_secret(path).get_secret_value() == "x" * 32
+    path.write_text("x" * 31 + "\n")
+    # The operator is told which file to delete.
+    message = f"{path} holds no usable secret (under 32 bytes): delete it"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        load_or_create_secret(path)
