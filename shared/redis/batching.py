@@ -37,7 +37,7 @@ class Batcher(Generic[ItemT, ResultT]):
         self._run = run
         self._max_batch = max_batch
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
-        self._scheduled = False
+        self._scheduled: asyncio.Handle | None = None  # the flush at the next iteration
         self._in_flight = False  # a batch is waiting for Redis
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -48,13 +48,16 @@ class Batcher(Generic[ItemT, ResultT]):
         self._pending.append((item, future))
         if len(self._pending) >= self._max_batch:
             self._flush()
-        elif not self._scheduled and not self._in_flight:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        elif self._scheduled is None and not self._in_flight:
+            self._scheduled = loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        self._scheduled = False
+        if self._scheduled is not None:
+            # A full batch may leave before the iteration's flush: the calls made after
+            # it wait for it to return (`_next_batch`), not go out beside it.
+            self._scheduled.cancel()
+            self._scheduled = None
         if not self._pending:
             return
         self._in_flight = True
@@ -67,6 +70,9 @@ class Batcher(Generic[ItemT, ResultT]):
     async def _send(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
         try:
             results = await self._run([item for item, _ in batch])
+            # One result per item, or the batch fails as a whole: a short answer must
+            # not leave its last callers waiting forever.
+            answers = list(zip(batch, results, strict=True))
         except BaseException as exc:
             self._next_batch()
             for _, future in batch:
@@ -79,7 +85,7 @@ class Batcher(Generic[ItemT, ResultT]):
                 raise
             return
         self._next_batch()
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in answers:
             if not future.done():
                 future.set_result(result)
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
 from shared.auth import AuthSettings, MemoryTokenStore, TokenService
 from shared.cache.entries import VersionedEntries
@@ -24,6 +29,7 @@ from shared.redis import (
     keep_peeked,
     key_slot,
     parse_redis_url,
+    parse_run_id,
     peeked,
     redis_ready,
     redis_watch,
@@ -410,3 +416,204 @@ async def test_a_user_barred_from_info_still_gets_a_working_client(
     finally:
         await client.aclose()
         await admin.aclose()
+
+
+# What create_redis hands to redis-py, for each form of REDIS_URL --------------------------
+
+
+def settings_for(url: str) -> RedisSettings:
+    """Settings unlike the defaults, to see each reach the client. The clients are never
+    connected: these tests read what each would connect with."""
+    return RedisSettings(
+        url=url,
+        max_connections=5,
+        pool_timeout=0.05,
+        socket_timeout=0.3,
+        connect_timeout=0.2,
+        health_check_interval=7,
+    )
+
+
+def no_retries(kwargs: dict[str, Any]) -> bool:
+    retry = kwargs["retry"]
+    return isinstance(retry, Retry) and retry.get_retries() == 0
+
+
+async def test_one_servers_pool_gets_every_setting() -> None:
+    client = create_redis(settings_for("redis://127.0.0.1:1/0"))
+    try:
+        assert isinstance(client, Redis)
+        pool = client.connection_pool
+        assert isinstance(pool, BlockingConnectionPool)
+        assert (pool.max_connections, pool.timeout) == (5, 0.05)
+        kwargs = pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.3, 0.2)
+        assert kwargs["health_check_interval"] == 7
+        assert no_retries(kwargs)
+        assert redis_watch(client) is not None
+    finally:
+        await client.aclose()
+
+
+async def test_a_cluster_urls_credentials_tls_and_bound_reach_every_nodes_connections() -> None:
+    url = "rediss+cluster://ops:s3cret@h1.example:7000,h2.example:7001"
+    client = create_redis(settings_for(url))
+    try:
+        assert isinstance(client, RedisCluster)
+        watch = redis_watch(client)
+        assert watch is not None
+        kwargs = client.nodes_manager.connection_kwargs
+        assert (kwargs["username"], kwargs["password"]) == ("ops", "s3cret")
+        assert kwargs["connection_class"] is SSLConnection
+        assert kwargs["max_connections"] == 5
+        seeds = client.nodes_manager.startup_nodes.values()
+        assert sorted(node.name for node in seeds) == ["h1.example:7000", "h2.example:7001"]
+        for node in seeds:
+            # The seed nodes were made before the hook was set: they get it too, so the
+            # watch sees the first connections as well.
+            assert node.connection_kwargs["redis_connect_func"] == watch.on_connect
+            assert node.connection_class is SSLConnection
+            assert node.max_connections == 5
+    finally:
+        await client.aclose()
+
+
+async def test_a_sentinel_urls_settings_reach_the_primary_and_the_sentinels() -> None:
+    url = "rediss+sentinel://ops:s3cret@s1.example:26379,s2.example:26380/orders/2"
+    client = create_redis(settings_for(url))
+    try:
+        assert isinstance(client, SentinelRedis)
+        pool = client.connection_pool
+        assert pool.connection_class is SentinelManagedSSLConnection
+        assert pool.max_connections == 5
+        kwargs = pool.connection_kwargs
+        assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("ops", "s3cret", 2)
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.3, 0.2)
+        assert kwargs["health_check_interval"] == 7
+        assert no_retries(kwargs)
+        assert client.sentinels is not None
+        sentinels = client.sentinels.sentinels
+        assert len(sentinels) == 2
+        for sentinel in sentinels:
+            # Asking a Sentinel where the primary is is bounded by the same timeouts.
+            asked = sentinel.connection_pool.connection_kwargs
+            assert (asked["socket_timeout"], asked["socket_connect_timeout"]) == (0.3, 0.2)
+            assert no_retries(asked)  # a Sentinel that is down: on to the next one at once
+    finally:
+        await client.aclose()
+
+
+async def test_closing_the_primarys_client_can_leave_its_pool_open(
+    private_redis: RedisServer,
+) -> None:
+    # redis-py's choice, passed on: a caller that shares the pool keeps it.
+    client = SentinelRedis.from_url(private_redis.url)
+    assert await client.ping()
+    pool = client.connection_pool
+    await client.aclose(close_connection_pool=False)
+    assert any(c.is_connected for c in pool._available_connections)
+    await pool.disconnect()
+
+
+# The watch, connection by connection ------------------------------------------------------
+
+
+class FakeConnection:
+    """What `RedisWatch.on_connect` uses of a redis-py connection: the handshake, one
+    command and its reply. `host` and `port` only when given (a Unix socket has none)."""
+
+    def __init__(self, run_id: bytes, host: str | None = None, port: int | None = None) -> None:
+        if host is not None:
+            self.host = host
+        if port is not None:
+            self.port = port
+        self.reply = b"# Server\r\nredis_version:7.2.4\r\nrun_id:" + run_id + b"\r\ntcp_port:1\r\n"
+        self.sent: list[tuple[object, ...]] = []
+
+    async def on_connect(self) -> None:
+        pass
+
+    async def send_command(self, *args: object) -> None:
+        self.sent.append(args)
+
+    async def read_response(self) -> bytes:
+        return self.reply
+
+
+async def connect(watch: RedisWatch, run_id: bytes, host: str | None, port: int | None) -> None:
+    await watch.on_connect(cast(AbstractConnection, FakeConnection(run_id, host, port)))
+
+
+async def test_in_a_cluster_each_node_is_known_by_its_host_and_port() -> None:
+    watch = RedisWatch(per_address=True)
+    await connect(watch, b"a", "10.0.0.1", 7000)
+    await connect(watch, b"b", "10.0.0.2", 7000)  # another host, the same port
+    assert watch.run_ids == {"10.0.0.1:7000": b"a", "10.0.0.2:7000": b"b"}
+    assert watch.generation == 0
+    watch.settle()
+    await connect(watch, b"c", "10.0.0.2", 7000)  # that node restarted
+    assert watch.generation == 1
+
+
+async def test_a_one_server_watch_sees_a_failover_and_the_failback_as_news() -> None:
+    watch = RedisWatch()  # one server unless told otherwise: every change counts at once
+    assert not watch.per_address
+    assert watch.settled is True
+    await connect(watch, b"a", "10.0.0.1", 6379)
+    await connect(watch, b"b", "10.0.0.2", 6379)  # Sentinel promoted a replica
+    assert watch.generation == 1
+    await connect(watch, b"a", "10.0.0.1", 6379)  # and later the old primary again
+    assert watch.generation == 2
+    assert watch.run_id == b"a"
+
+
+async def test_a_watch_works_over_a_connection_without_host_and_port() -> None:
+    watch = RedisWatch()  # unix:// connections have a path instead
+    await connect(watch, b"a", None, None)
+    await connect(watch, b"b", None, None)
+    assert (watch.run_id, watch.generation) == (b"b", 1)
+
+
+def test_a_decoded_info_reply_gives_the_same_run_id() -> None:
+    # A client made with decode_responses=True reads str, not bytes.
+    assert parse_run_id("# Server\r\nrun_id:0123abc\r\nredis_mode:standalone\r\n") == b"0123abc"
+    assert parse_run_id(b"run_id: 0123abc \r\n") == b"0123abc"
+    assert parse_run_id(b"# Server\r\nredis_version:7\r\n") is None
+    assert parse_run_id(None) is None
+
+
+def test_a_client_with_a_connect_hook_of_its_own_has_no_watch() -> None:
+    class Greeter:
+        async def on_connect(self, connection: AbstractConnection) -> None:
+            await connection.on_connect()
+
+    client = Redis.from_url("redis://127.0.0.1:1/0", redis_connect_func=Greeter().on_connect)
+    assert redis_watch(client) is None
+
+
+# A server whose INFO says nothing of a run_id ----------------------------------------------
+
+
+async def test_a_server_whose_info_has_no_run_id_is_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Some Redis-compatible servers and proxies leave run_id out of INFO.
+    async def info(section: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        return {"redis_version": "7.2.4"}
+
+    client = Redis.from_url("redis://127.0.0.1:1/0")
+    monkeypatch.setattr(client, "info", info)
+    assert await server_run_id(client) == b"unknown"
+
+    async def cluster_info(section: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        return {"n1:7000": {"run_id": "b" * 40}, "n2:7001": {"redis_version": "7.2.4"}}
+
+    cluster = cluster_client()
+    monkeypatch.setattr(cluster, "info", cluster_info)
+    assert await server_run_id(cluster) == ("b" * 40 + ",unknown").encode()
+
+
+def test_a_password_may_hold_a_colon() -> None:
+    # Only the first colon of the credentials ends the user name.
+    target = parse_redis_url("redis+sentinel://ops:s:cr:et@s1:26379/svc")
+    assert (target.username, target.password) == ("ops", "s:cr:et")
