@@ -9,6 +9,7 @@ every entry of an earlier run unreachable (its users start again from id 1).
 
 from __future__ import annotations
 
+import logging
 import re
 
 import httpx
@@ -109,7 +110,7 @@ def assert_entries_expire_within(server: RedisServer, prefix: str, seconds: int)
 
 
 async def test_a_write_redis_missed_is_served_stale_no_longer_than_the_ttl(
-    make_app: AppFactory, private_redis: RedisServer
+    make_app: AppFactory, private_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app(redis_url=private_redis.url, redis_prefix="w8:", cache_ttl_seconds=1)
     async with serve(app) as client:
@@ -122,8 +123,15 @@ async def test_a_write_redis_missed_is_served_stale_no_longer_than_the_ttl(
 
         private_redis.snapshot()  # Redis comes back with these very entries
         private_redis.kill()
-        r = await client.patch(user_url, json={"name": "After"}, headers=target.headers)
+        with caplog.at_level(logging.WARNING, logger="week8_redis.app.cache"):
+            r = await client.patch(user_url, json={"name": "After"}, headers=target.headers)
         assert r.status_code == 200, r.text  # its invalidation failed
+        # ... and the log tells the operator for how long old data may show.
+        warnings = [log.getMessage() for log in caplog.records if log.levelno == logging.WARNING]
+        assert any(
+            w.startswith("Redis unreachable (") and w.endswith("out of date for up to 1 s")
+            for w in warnings
+        ), warnings
         private_redis.start()
 
         async def shows_the_write() -> bool:
