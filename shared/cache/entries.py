@@ -174,10 +174,12 @@ class VersionedEntries:
             self._read(outside),
             asyncio.gather(*(self._lookup_slot([items[i] for i in group]) for group in groups)),
         )
-        now = dict(zip(outside, values, strict=True))
-        results: list[tuple[bytes, bytes | None]] = [(b"", None)] * len(items)
-        for group, reply in zip(groups, replies, strict=True):
-            for i, (inside, value) in zip(group, reply, strict=True):
+        # Not mutated: every zip below pairs lists of one length, and every slot of
+        # `results` is set in the loop, so neither `strict` nor the placeholder is ever seen.
+        now = dict(zip(outside, values, strict=True))  # pragma: no mutate
+        results: list[tuple[bytes, bytes | None]] = [(b"", None)] * len(items)  # pragma: no mutate
+        for group, reply in zip(groups, replies, strict=True):  # pragma: no mutate
+            for i, (inside, value) in zip(group, reply, strict=True):  # pragma: no mutate
                 # The keys read beside, then "/", then those read in the script: the
                 # fill script checks the part after "/" (see `fill`).
                 head = b".".join(now[key] or b"0" for key in items[i].outside)

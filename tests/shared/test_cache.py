@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -300,13 +301,13 @@ async def test_a_script_flush_is_survived(cache: ResponseCache, db: Database, re
 
 
 def outage_cache(
-    url: str, *, on_circuit_change: Callable[[bool], None] | None = None
+    url: str, *, on_circuit_change: Callable[[bool], None] | None = None, cooldown: float = 0.1
 ) -> ResponseCache:
     return ResponseCache(
         create_redis(RedisSettings(url=url)),
         CacheSettings(),
         "t:",
-        circuit_cooldown=0.1,
+        circuit_cooldown=cooldown,
         on_circuit_change=on_circuit_change,
     )
 
@@ -318,8 +319,9 @@ async def close(cache: ResponseCache) -> None:
 
 
 async def test_redis_down_means_bypass_never_an_error(
-    private_redis: RedisServer, db: Database
+    private_redis: RedisServer, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="shared.cache")
     outages: list[bool] = []
     cache = outage_cache(private_redis.url, on_circuit_change=outages.append)
     try:
@@ -331,8 +333,27 @@ async def test_redis_down_means_bypass_never_an_error(
             assert answer.body == b'{"name": "v1"}'
         await cache.invalidate("users")  # a write while down does not raise either
         # One outage, told once: Redis is skipped while its circuit is open, not waited
-        # for on every call.
+        # for on every call. The log says what that means for the responses.
         assert outages == [True]
+        told = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Redis")]
+        assert told == ["Redis unusable: cache bypassed until it answers again"]
+    finally:
+        await close(cache)
+
+
+async def test_redis_down_is_bypassed_also_when_each_call_may_try_it_again(
+    private_redis: RedisServer, db: Database
+) -> None:
+    """No cooldown: every call finds the circuit closed, tries to check Redis first,
+    fails, and still answers with the loader's body."""
+    cache = outage_cache(private_redis.url, cooldown=0)
+    try:
+        await get(cache, db)
+        private_redis.kill()
+        answers = [await get(cache, db) for _ in range(3)]
+        assert [a.status for a in answers] == ["BYPASS"] * 3
+        assert {a.body for a in answers} == {b'{"name": "v1"}'}
+        assert db.loads == 4
     finally:
         await close(cache)
 
@@ -428,7 +449,10 @@ async def test_a_restart_from_an_old_snapshot_serves_nothing_stale(
             await close(newcomer)
 
 
-async def test_the_cache_recovers_by_itself(private_redis: RedisServer, db: Database) -> None:
+async def test_the_cache_recovers_by_itself(
+    private_redis: RedisServer, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shared.cache")
     cache = outage_cache(private_redis.url)
     try:
         await get(cache, db)
@@ -439,6 +463,9 @@ async def test_the_cache_recovers_by_itself(private_redis: RedisServer, db: Data
 
         await wait_until(hit, "the cache serves HITs again")
         assert (await get(cache, db)).status == "HIT"
+        # The restarted server's entries were written off, and the log says so.
+        bumped = "cache epoch bumped: entries from before are never served"
+        assert bumped in [r.getMessage() for r in caplog.records]
     finally:
         await close(cache)
 
