@@ -105,6 +105,17 @@ async def test_requests_are_counted_by_route_template_never_by_raw_path(
     assert value(text, requests, method="GET", route="<unmatched>", status="404") == 1
     latency = "final_http_request_duration_seconds_count"
     assert value(text, latency, method="GET", route=route) == 3
+    # The bounds a dashboard's histogram_quantile works with: a cached read (5 ms) to a
+    # password hash under load (10 s), fewer than prometheus-client's default 15.
+    bounds = {
+        dict(labels)["le"]
+        for name, labels in samples(text)
+        if name == "final_http_request_duration_seconds_bucket"
+    }
+    assert bounds == {
+        *("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5"),
+        *("1.0", "2.5", "5.0", "10.0", "+Inf"),
+    }
     assert value(text, "final_cache_responses_total", outcome="MISS") >= 1
     assert value(text, "final_cache_responses_total", outcome="HIT") >= 1
     labels = {v for (_, pairs) in samples(text) for _, v in pairs}
