@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.exceptions import RedisError
 
 from shared.auth import AuthSettings
 from shared.redis import AnyRedis, RedisSettings, create_redis
+from tests.waiting import wait_until
 
 SECRET = "s" * 32
 
@@ -39,3 +41,16 @@ async def assert_every_key_expires(client: AnyRedis, prefix: str) -> list[bytes]
     for key in keys:
         assert await client.pttl(key) > 0, key
     return keys
+
+
+async def ping_through_a_restart(client: AnyRedis) -> None:
+    """Ping until the client reaches the restarted server (the first call may meet the
+    dead connection, and a server just started may be slow to answer)."""
+
+    async def answers() -> bool:
+        try:
+            return bool(await client.ping())
+        except RedisError:
+            return False
+
+    await wait_until(answers, "the client reaches the restarted server")

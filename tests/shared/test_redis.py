@@ -26,6 +26,7 @@ from shared.redis import (
     server_run_id,
 )
 from tests.servers import RedisServer
+from tests.shared.conftest import ping_through_a_restart
 from tests.waiting import wait_until, wait_until_sync
 
 
@@ -133,14 +134,7 @@ async def test_watch_notices_a_restarted_server(private_redis: RedisServer) -> N
         assert first == await server_run_id(client)
         assert watch.generation == 0
         private_redis.restart()
-
-        async def answers() -> bool:
-            # A call may meet the dead connection, or the server still loading.
-            with contextlib.suppress(RedisError):
-                return bool(await client.ping())
-            return False
-
-        await wait_until(answers, "the client reaches the restarted server")
+        await ping_through_a_restart(client)
         assert watch.generation == 1
         assert watch.run_id != first
     finally:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis as PlainRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 import shared.redis.recovery as recovery_module
 from shared.redis import AnyRedis as Redis
@@ -22,6 +21,7 @@ from shared.redis import (
     server_run_id,
 )
 from tests.servers import RedisServer
+from tests.shared.conftest import ping_through_a_restart
 from tests.waiting import wait_until
 
 LOGGER = logging.getLogger("tests.recovery")
@@ -256,19 +256,6 @@ async def test_a_client_without_a_watch_is_checked_and_trusted_as_the_same_serve
         assert recovery.trusted()
     finally:
         await client.aclose()
-
-
-async def ping_through_a_restart(client: Redis) -> None:
-    """Ping until the client reaches the restarted server (the first call may meet the
-    dead connection, and a server just started may be slow to answer)."""
-
-    async def answers() -> bool:
-        try:
-            return bool(await client.ping())
-        except RedisError:
-            return False
-
-    await wait_until(answers, "the client reaches the restarted server")
 
 
 async def test_a_restarted_server_is_repaired_as_another_server(
